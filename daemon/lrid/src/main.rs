@@ -1,0 +1,75 @@
+//! # lrid
+//!
+//! The `lrid` command line. In: arguments, files named on them, `RUST_LOG`. Out: results on
+//! stdout, logs on stderr, and on failure one line `error: …` with a non-zero exit status.
+
+mod npy;
+mod stats_cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// lrid: identify which learning rule trains a neural network from its observables.
+#[derive(Debug, Parser)]
+#[command(name = "lrid", disable_version_flag = true)]
+struct Cli {
+    /// Print the versions of lrid and libtorch, and whether CUDA is usable.
+    #[arg(short = 'V', long)]
+    version: bool,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print every observable statistic of one measure of a tensor stored as .npy.
+    Stats(stats_cmd::StatsArgs),
+}
+
+fn main() -> ExitCode {
+    init_tracing();
+    let cli = Cli::parse();
+    // Before anything touches a device: load libtorch's CUDA part when it exists.
+    let torch = lrid_torch::init();
+    let result = if cli.version {
+        println!("lrid {}", env!("CARGO_PKG_VERSION"));
+        println!(
+            "torch {} ({})",
+            torch.version,
+            torch
+                .lib_dir
+                .as_ref()
+                .map_or("location unknown".into(), |d| d.display().to_string())
+        );
+        println!("cuda {}", torch.cuda_summary());
+        Ok(())
+    } else {
+        match cli.command {
+            Some(Command::Stats(args)) => stats_cmd::run(&args),
+            None => {
+                use clap::CommandFactory;
+                Cli::command().print_help().ok();
+                println!();
+                Ok(())
+            }
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,588 @@
+//! The kernel: the seven statistics of the three functions (raw, abs, sq) over one reduction
+//! group (a whole kernel, or one example's units), in two passes over the data.
+//!
+//! Pass 1 accumulates the sums (for the means and norms), min/max, counts non-finite values and
+//! builds a histogram of the top bits of an order-preserving key. The histogram locates the
+//! buckets that hold the median and third quartile of x and of |x| (the |x| histogram is the raw
+//! one folded at the sign). Pass 2 accumulates the central moments around the exact means and
+//! copies only the elements of those few buckets aside; a selection inside each small bucket
+//! gives the exact order statistic. The quantiles of x² are the squares of those of |x| under
+//! the "nearest" rule (squaring is monotone on magnitudes and the rule picks an element).
+
+use rayon::prelude::*;
+
+use crate::element::Element;
+
+/// The seven statistics of one function of the values.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FunctionStats {
+    pub kurtosis: f64,
+    pub mean: f64,
+    pub median: f64,
+    pub norm: f64,
+    pub skew: f64,
+    pub third_quartile: f64,
+    pub var: f64,
+}
+
+impl FunctionStats {
+    /// The values in alphabetical statistic order (`Statistic::SEVEN`).
+    pub fn to_array(&self) -> [f64; 7] {
+        [
+            self.kurtosis,
+            self.mean,
+            self.median,
+            self.norm,
+            self.skew,
+            self.third_quartile,
+            self.var,
+        ]
+    }
+}
+
+/// The statistics of one reduction group, per function.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GroupStats {
+    pub abs: FunctionStats,
+    pub raw: FunctionStats,
+    pub sq: FunctionStats,
+}
+
+impl GroupStats {
+    /// The 21 values in reference order: function (abs, raw, sq), then statistic.
+    pub fn to_array(&self) -> [f64; 21] {
+        let mut out = [0.0; 21];
+        for (i, f) in [&self.abs, &self.raw, &self.sq].into_iter().enumerate() {
+            out[i * 7..i * 7 + 7].copy_from_slice(&f.to_array());
+        }
+        out
+    }
+}
+
+/// Ascending index of TF's "nearest" percentile `q` (integer percent) among `m` sorted values:
+/// k = round_half_to_even((m − 1)·(1 − q/100)) counted from the largest, i.e. index m − 1 − k.
+pub fn nearest_rank(m: usize, q: u32) -> usize {
+    assert!(m > 0 && q <= 100);
+    let num = (m as u128 - 1) * u128::from(100 - q);
+    let (k, rem) = (num / 100, num % 100);
+    let k = if rem > 50 || (rem == 50 && k % 2 == 1) {
+        k + 1
+    } else {
+        k
+    };
+    m - 1 - (k as usize).min(m - 1)
+}
+
+/// Buffers reused across groups by one thread.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    hist: Vec<u32>,
+    bufs: [Vec<u64>; 4],
+}
+
+/// A group failed because it holds non-finite values (how many).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NonFiniteValues(pub usize);
+
+/// Groups at least this large are split across threads when parallelism is allowed.
+const PARALLEL_MIN: usize = 1 << 18;
+
+fn histogram_bits(n: usize) -> u32 {
+    (usize::BITS - n.leading_zeros()).saturating_sub(3).clamp(8, 16)
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Sums {
+    n: usize,
+    sum: f64,
+    sum_abs: f64,
+    sum_sq: f64,
+    sum_4: f64,
+    min: f64,
+    max: f64,
+    min_abs: f64,
+    nonfinite: usize,
+}
+
+impl Sums {
+    fn merge(self, o: Sums) -> Sums {
+        Sums {
+            n: self.n + o.n,
+            sum: self.sum + o.sum,
+            sum_abs: self.sum_abs + o.sum_abs,
+            sum_sq: self.sum_sq + o.sum_sq,
+            sum_4: self.sum_4 + o.sum_4,
+            min: self.min.min(o.min),
+            max: self.max.max(o.max),
+            min_abs: self.min_abs.min(o.min_abs),
+            nonfinite: self.nonfinite + o.nonfinite,
+        }
+    }
+}
+
+const LANES: usize = 4;
+
+/// Pass 1 over a chunk: sums, extremes, non-finite count and key histogram (added to `hist`).
+fn pass1<T: Element>(data: &[T], shift: u32, hist: &mut [u32]) -> Sums {
+    let mut sum = [0.0f64; LANES];
+    let mut sum_abs = [0.0f64; LANES];
+    let mut sum_sq = [0.0f64; LANES];
+    let mut sum_4 = [0.0f64; LANES];
+    let mut min = [f64::INFINITY; LANES];
+    let mut max = [f64::NEG_INFINITY; LANES];
+    let mut min_abs = [f64::INFINITY; LANES];
+    let mut finite = 0usize;
+    let chunks = data.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for l in 0..LANES {
+            let v = c[l].to_f64();
+            let a = v.abs();
+            let s = v * v;
+            sum[l] += v;
+            sum_abs[l] += a;
+            sum_sq[l] += s;
+            sum_4[l] += s * s;
+            min[l] = min[l].min(v);
+            max[l] = max[l].max(v);
+            min_abs[l] = min_abs[l].min(a);
+            finite += usize::from(c[l].is_finite());
+        }
+        for &x in c {
+            hist[(x.sort_key() >> shift) as usize] += 1;
+        }
+    }
+    for (l, &x) in tail.iter().enumerate() {
+        let v = x.to_f64();
+        let a = v.abs();
+        sum[l] += v;
+        sum_abs[l] += a;
+        sum_sq[l] += v * v;
+        sum_4[l] += v * v * v * v;
+        min[l] = min[l].min(v);
+        max[l] = max[l].max(v);
+        min_abs[l] = min_abs[l].min(a);
+        finite += usize::from(x.is_finite());
+        hist[(x.sort_key() >> shift) as usize] += 1;
+    }
+    let fold = |a: [f64; LANES]| (a[0] + a[1]) + (a[2] + a[3]);
+    let fmin = |a: [f64; LANES]| a[0].min(a[1]).min(a[2].min(a[3]));
+    let fmax = |a: [f64; LANES]| a[0].max(a[1]).max(a[2].max(a[3]));
+    Sums {
+        n: data.len(),
+        sum: fold(sum),
+        sum_abs: fold(sum_abs),
+        sum_sq: fold(sum_sq),
+        sum_4: fold(sum_4),
+        min: fmin(min),
+        max: fmax(max),
+        min_abs: fmin(min_abs),
+        nonfinite: data.len() - finite,
+    }
+}
+
+/// Where an order statistic lies: in the buffer of target `target`, at `offset`.
+#[derive(Clone, Copy, Debug)]
+struct Locator {
+    target: usize,
+    offset: usize,
+}
+
+/// What pass 2 needs: the means to centre on and the buckets to copy aside.
+#[derive(Clone, Debug)]
+struct Plan {
+    shift: u32,
+    means: [f64; 3],
+    /// (is_abs, bucket) for each target buffer; at most four.
+    targets: Vec<(bool, u64)>,
+    raw_median: Locator,
+    raw_q3: Locator,
+    abs_median: Locator,
+    abs_q3: Locator,
+}
+
+/// Finds the bucket holding ascending index `idx` and the offset inside it.
+fn locate(counts: impl Iterator<Item = u32>, idx: usize) -> (u64, usize) {
+    let mut seen = 0usize;
+    for (bucket, c) in counts.enumerate() {
+        let c = c as usize;
+        if idx < seen + c {
+            return (bucket as u64, idx - seen);
+        }
+        seen += c;
+    }
+    unreachable!("rank {idx} beyond the histogram total {seen}")
+}
+
+fn plan(sums: &Sums, bits: u32, hist: &[u32]) -> Plan {
+    let n = sums.n;
+    let nf = n as f64;
+    let max_abs = sums.min.abs().max(sums.max.abs());
+    // A constant group has its mean exactly (so its variance is exactly 0).
+    let mean_raw = if sums.min == sums.max {
+        sums.min
+    } else {
+        sums.sum / nf
+    };
+    let abs_constant = sums.min_abs == max_abs;
+    let (mean_abs, mean_sq) = if abs_constant {
+        (max_abs, max_abs * max_abs)
+    } else {
+        (sums.sum_abs / nf, sums.sum_sq / nf)
+    };
+    let half = 1usize << (bits - 1);
+    let abs_counts = || (0..half).map(|a| hist[half + a] + hist[half - 1 - a]);
+    let (i50, i75) = (nearest_rank(n, 50), nearest_rank(n, 75));
+    let mut targets: Vec<(bool, u64)> = Vec::with_capacity(4);
+    let mut target = |is_abs: bool, (bucket, offset): (u64, usize)| {
+        let t = match targets.iter().position(|&t| t == (is_abs, bucket)) {
+            Some(t) => t,
+            None => {
+                targets.push((is_abs, bucket));
+                targets.len() - 1
+            }
+        };
+        Locator { target: t, offset }
+    };
+    let raw_median = target(false, locate(hist.iter().copied(), i50));
+    let raw_q3 = target(false, locate(hist.iter().copied(), i75));
+    let abs_median = target(true, locate(abs_counts(), i50));
+    let abs_q3 = target(true, locate(abs_counts(), i75));
+    Plan {
+        shift: 64 - bits,
+        means: [mean_raw, mean_abs, mean_sq],
+        targets,
+        raw_median,
+        raw_q3,
+        abs_median,
+        abs_q3,
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Moments {
+    m2: [f64; 3],
+    m4: [f64; 3],
+}
+
+impl Moments {
+    fn merge(mut self, o: Moments) -> Moments {
+        for i in 0..3 {
+            self.m2[i] += o.m2[i];
+            self.m4[i] += o.m4[i];
+        }
+        self
+    }
+}
+
+/// Pass 2 over a chunk: central moments, and the elements of the target buckets into `bufs`.
+fn pass2<T: Element>(data: &[T], plan: &Plan, bufs: &mut [Vec<u64>; 4]) -> Moments {
+    let [mr, ma, ms] = plan.means;
+    let mut m2 = [[0.0f64; LANES]; 3];
+    let mut m4 = [[0.0f64; LANES]; 3];
+    let chunks = data.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    let mut accumulate = |l: usize, v: f64| {
+        let d = [v - mr, v.abs() - ma, v * v - ms];
+        for f in 0..3 {
+            let d2 = d[f] * d[f];
+            m2[f][l] += d2;
+            m4[f][l] += d2 * d2;
+        }
+    };
+    for c in chunks {
+        for l in 0..LANES {
+            accumulate(l, c[l].to_f64());
+        }
+    }
+    for (l, &x) in tail.iter().enumerate() {
+        accumulate(l, x.to_f64());
+    }
+    let shift = plan.shift;
+    let raw_targets: Vec<(usize, u64)> = plan
+        .targets
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| !t.0)
+        .map(|(i, t)| (i, t.1))
+        .collect();
+    let abs_targets: Vec<(usize, u64)> = plan
+        .targets
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.0)
+        .map(|(i, t)| (i, t.1))
+        .collect();
+    for &x in data {
+        let key = x.sort_key();
+        let bucket = key >> shift;
+        for &(t, b) in &raw_targets {
+            if bucket == b {
+                bufs[t].push(key);
+            }
+        }
+        let akey = x.abs_key();
+        let abucket = akey >> shift;
+        for &(t, b) in &abs_targets {
+            if abucket == b {
+                bufs[t].push(akey);
+            }
+        }
+    }
+    let fold = |a: [f64; LANES]| (a[0] + a[1]) + (a[2] + a[3]);
+    Moments {
+        m2: [fold(m2[0]), fold(m2[1]), fold(m2[2])],
+        m4: [fold(m4[0]), fold(m4[1]), fold(m4[2])],
+    }
+}
+
+fn select(bufs: &mut [Vec<u64>; 4], at: Locator) -> u64 {
+    *bufs[at.target].select_nth_unstable(at.offset).1
+}
+
+fn finish<T: Element>(
+    sums: &Sums,
+    plan: &Plan,
+    moments: &Moments,
+    bufs: &mut [Vec<u64>; 4],
+) -> GroupStats {
+    let nf = sums.n as f64;
+    let raw_median = T::from_sort_key(select(bufs, plan.raw_median));
+    let raw_q3 = T::from_sort_key(select(bufs, plan.raw_q3));
+    let abs_median = T::from_abs_key(select(bufs, plan.abs_median));
+    let abs_q3 = T::from_abs_key(select(bufs, plan.abs_q3));
+    let function = |f: usize, median: f64, q3: f64, norm: f64| {
+        let mean = plan.means[f];
+        let var = moments.m2[f] / nf;
+        let (skew, kurtosis) = if var > 0.0 {
+            (
+                3.0 * (mean - median) / var.sqrt(),
+                moments.m4[f] / nf / var / var,
+            )
+        } else {
+            (f64::NAN, f64::NAN)
+        };
+        FunctionStats {
+            kurtosis,
+            mean,
+            median,
+            norm,
+            skew,
+            third_quartile: q3,
+            var,
+        }
+    };
+    GroupStats {
+        raw: function(0, raw_median, raw_q3, sums.sum_sq.sqrt()),
+        abs: function(1, abs_median, abs_q3, sums.sum_sq.sqrt()),
+        sq: function(
+            2,
+            abs_median * abs_median,
+            abs_q3 * abs_q3,
+            sums.sum_4.sqrt(),
+        ),
+    }
+}
+
+/// The statistics of `data` (one reduction group). Large groups use every rayon thread when
+/// `parallel` is set. Fails only on non-finite values (or an empty slice: a count of 0).
+pub fn summarize<T: Element>(
+    data: &[T],
+    scratch: &mut Scratch,
+    parallel: bool,
+) -> Result<GroupStats, NonFiniteValues> {
+    if data.is_empty() {
+        return Err(NonFiniteValues(0));
+    }
+    let bits = histogram_bits(data.len());
+    let shift = 64 - bits;
+    let threads = rayon::current_num_threads();
+    for b in &mut scratch.bufs {
+        b.clear();
+    }
+    if parallel && threads > 1 && data.len() >= PARALLEL_MIN {
+        let chunk = data.len().div_ceil(threads);
+        let (sums, hist) = data
+            .par_chunks(chunk)
+            .map(|c| {
+                let mut hist = vec![0u32; 1 << bits];
+                (pass1(c, shift, &mut hist), hist)
+            })
+            .reduce_with(|(s1, mut h1), (s2, h2)| {
+                h1.iter_mut().zip(&h2).for_each(|(a, b)| *a += b);
+                (s1.merge(s2), h1)
+            })
+            .expect("non-empty");
+        if sums.nonfinite > 0 {
+            return Err(NonFiniteValues(sums.nonfinite));
+        }
+        let plan = plan(&sums, bits, &hist);
+        let (moments, parts) = data
+            .par_chunks(chunk)
+            .map(|c| {
+                let mut bufs: [Vec<u64>; 4] = Default::default();
+                (pass2(c, &plan, &mut bufs), bufs)
+            })
+            .reduce_with(|(m1, mut b1), (m2, b2)| {
+                for (a, b) in b1.iter_mut().zip(b2) {
+                    a.extend(b);
+                }
+                (m1.merge(m2), b1)
+            })
+            .expect("non-empty");
+        scratch.bufs = parts;
+        Ok(finish::<T>(&sums, &plan, &moments, &mut scratch.bufs))
+    } else {
+        scratch.hist.clear();
+        scratch.hist.resize(1 << bits, 0);
+        let sums = pass1(data, shift, &mut scratch.hist);
+        if sums.nonfinite > 0 {
+            return Err(NonFiniteValues(sums.nonfinite));
+        }
+        let plan = plan(&sums, bits, &scratch.hist);
+        let moments = pass2(data, &plan, &mut scratch.bufs);
+        Ok(finish::<T>(&sums, &plan, &moments, &mut scratch.bufs))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+
+    /// A direct, sorting implementation of the definitions, for cross-checking.
+    fn naive(values: &[f64]) -> GroupStats {
+        let n = values.len() as f64;
+        let f = |g: &dyn Fn(f64) -> f64, norm: f64| {
+            let mut v: Vec<f64> = values.iter().map(|&x| g(x)).collect();
+            let constant = v.iter().all(|&x| x == v[0]);
+            let mean = if constant {
+                v[0]
+            } else {
+                v.iter().sum::<f64>() / n
+            };
+            let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
+            let m4 = v.iter().map(|x| (x - mean).powi(4)).sum::<f64>() / n;
+            v.sort_by(f64::total_cmp);
+            let median = v[nearest_rank(v.len(), 50)];
+            let q3 = v[nearest_rank(v.len(), 75)];
+            FunctionStats {
+                kurtosis: if var > 0.0 { m4 / var / var } else { f64::NAN },
+                mean,
+                median,
+                norm,
+                skew: if var > 0.0 {
+                    3.0 * (mean - median) / var.sqrt()
+                } else {
+                    f64::NAN
+                },
+                third_quartile: q3,
+                var,
+            }
+        };
+        let l2 = values.iter().map(|x| x * x).sum::<f64>().sqrt();
+        let l2sq = values.iter().map(|x| x.powi(4)).sum::<f64>().sqrt();
+        GroupStats {
+            abs: f(&|x: f64| x.abs(), l2),
+            raw: f(&|x| x, l2),
+            sq: f(&|x| x * x, l2sq),
+        }
+    }
+
+    fn assert_close(a: &GroupStats, b: &GroupStats, what: &str) {
+        for (i, (x, y)) in a.to_array().iter().zip(b.to_array()).enumerate() {
+            let ok = (x.is_nan() && y.is_nan())
+                || x == &y
+                || (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1e-300)
+                || (x - y).abs() <= 1e-12;
+            assert!(ok, "{what}: statistic {i}: {x} vs {y}");
+        }
+    }
+
+    #[test]
+    fn nearest_rank_follows_round_half_to_even() {
+        // (m, q) → ascending index; from spec §1.3 and by hand.
+        assert_eq!(nearest_rank(1, 50), 0);
+        assert_eq!(nearest_rank(2, 50), 1); // k = round(0.5) = 0 → largest
+        assert_eq!(nearest_rank(3, 50), 1);
+        assert_eq!(nearest_rank(4, 50), 1); // k = round(1.5) = 2 → 2nd smallest
+        assert_eq!(nearest_rank(4, 75), 2); // k = round(0.75) = 1 → 2nd largest
+        assert_eq!(nearest_rank(5, 75), 3); // k = 1
+        assert_eq!(nearest_rank(3, 75), 2); // k = round(0.5) = 0
+        assert_eq!(nearest_rank(7, 75), 4); // k = round(1.5) = 2
+        assert_eq!(nearest_rank(6, 50), 3); // k = round(2.5) = 2
+        assert_eq!(nearest_rank(8, 50), 3); // k = round(3.5) = 4
+    }
+
+    #[test]
+    fn matches_sorting_on_many_shapes_and_distributions() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let mut scratch = Scratch::default();
+        for &n in &[1usize, 2, 3, 4, 5, 6, 7, 8, 17, 100, 1000, 4097, 70_000, 300_000] {
+            for kind in 0..4 {
+                let v: Vec<f32> = (0..n)
+                    .map(|_| match kind {
+                        0 => rng.random::<f32>() - 0.5,
+                        1 => (rng.random::<f32>() * 4.0).exp2() * 1e-3,
+                        2 => (rng.random::<f32>() * 8.0).floor() - 4.0, // many ties
+                        _ => {
+                            if rng.random::<bool>() {
+                                0.0
+                            } else {
+                                rng.random::<f32>()
+                            }
+                        } // ReLU-like
+                    })
+                    .collect();
+                let wide: Vec<f64> = v.iter().map(|&x| x as f64).collect();
+                let expect = naive(&wide);
+                for parallel in [false, true] {
+                    let got = summarize(&v, &mut scratch, parallel).unwrap();
+                    assert_close(&got, &expect, &format!("f32 n={n} kind={kind}"));
+                    let got = summarize(&wide, &mut scratch, parallel).unwrap();
+                    assert_close(&got, &expect, &format!("f64 n={n} kind={kind}"));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn constant_groups_have_zero_variance_and_nan_shape_statistics() {
+        let mut scratch = Scratch::default();
+        for n in [1usize, 3, 1000, 300_000] {
+            let v = vec![0.1f32; n];
+            let s = summarize(&v, &mut scratch, true).unwrap();
+            for f in [s.raw, s.abs, s.sq] {
+                assert_eq!(f.var, 0.0);
+                assert!(f.skew.is_nan() && f.kurtosis.is_nan());
+            }
+            assert_eq!(s.raw.mean, 0.1f32 as f64);
+            assert_eq!(s.sq.median, (0.1f32 as f64).powi(2));
+        }
+        // Constant magnitude only: raw varies, abs and sq do not.
+        let s = summarize(&[-2.0f64, 2.0, -2.0, 2.0], &mut scratch, false).unwrap();
+        assert_eq!(s.raw.var, 4.0);
+        assert_eq!(s.raw.kurtosis, 1.0);
+        assert_eq!(s.abs.var, 0.0);
+        assert!(s.abs.skew.is_nan() && s.sq.kurtosis.is_nan());
+    }
+
+    #[test]
+    fn non_finite_values_are_counted() {
+        let mut scratch = Scratch::default();
+        let v = [1.0f32, f32::NAN, 2.0, f32::INFINITY];
+        assert_eq!(
+            summarize(&v, &mut scratch, false),
+            Err(NonFiniteValues(2))
+        );
+        let big: Vec<f32> = (0..300_000)
+            .map(|i| if i % 1000 == 0 { f32::NEG_INFINITY } else { 1.0 })
+            .collect();
+        assert_eq!(
+            summarize(&big, &mut scratch, true),
+            Err(NonFiniteValues(300))
+        );
+    }
+}
