@@ -31,9 +31,10 @@ enum Command {
 fn main() -> ExitCode {
     init_tracing();
     let cli = Cli::parse();
-    // Before anything touches a device: load libtorch's CUDA part when it exists.
-    let torch = lrid_torch::init();
     let result = if cli.version {
+        // Load libtorch's CUDA part (when it exists) before asking about devices. Commands that
+        // train call `lrid_torch::init` first thing too; `stats` never touches libtorch.
+        let torch = lrid_torch::init();
         println!("lrid {}", env!("CARGO_PKG_VERSION"));
         println!(
             "torch {} ({})",

@@ -56,7 +56,7 @@ pub fn read(path: &Path) -> Result<Tensor> {
         Some(4) => Tensor::F32(npy.into_vec::<f32>().with_context(read_err)?, shape),
         Some(8) => Tensor::F64(npy.into_vec::<f64>().with_context(read_err)?, shape),
         _ => bail!(
-            "{} holds dtype '{}'; lrid reads float32 or float64 arrays",
+            "{} holds dtype {}; lrid reads float32 or float64 arrays",
             path.display(),
             dtype.descr()
         ),

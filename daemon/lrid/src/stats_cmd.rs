@@ -22,11 +22,11 @@ pub struct StatsArgs {
     measure: MeasureArg,
 
     /// Keep this fraction of units, ⌈f·U⌉ of them (at least one), chosen by --seed.
-    #[arg(long, value_name = "F")]
+    #[arg(long, value_name = "F", allow_negative_numbers = true)]
     unit_fraction: Option<f64>,
 
     /// Add Gaussian noise of this standard deviation before the statistics.
-    #[arg(long, value_name = "S", default_value_t = 0.0)]
+    #[arg(long, value_name = "S", default_value_t = 0.0, allow_negative_numbers = true)]
     noise_std: f64,
 
     /// Seed of the unit subset and of the noise.
