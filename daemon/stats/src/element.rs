@@ -21,6 +21,12 @@ pub trait Element: Copy + Send + Sync + 'static {
     /// The value whose `sort_key` is `key`, widened to f64.
     fn from_sort_key(key: u64) -> f64;
 
+    /// The top `bits` bits of `sort_key` (1 ≤ bits ≤ 32), computed at the native width.
+    fn raw_bucket(self, bits: u32) -> u32;
+
+    /// The top `bits` bits of `abs_key` (1 ≤ bits ≤ 32), computed at the native width.
+    fn abs_bucket(self, bits: u32) -> u32;
+
     /// The magnitude whose `abs_key` is `key`, widened to f64.
     fn from_abs_key(key: u64) -> f64;
 }
@@ -49,6 +55,18 @@ impl Element for f32 {
     #[inline(always)]
     fn abs_key(self) -> u64 {
         ((self.to_bits() & 0x7fff_ffff) as u64) << 32
+    }
+
+    #[inline(always)]
+    fn raw_bucket(self, bits: u32) -> u32 {
+        let b = self.to_bits();
+        let mask = (((b as i32) >> 31) as u32) | 0x8000_0000;
+        (b ^ mask) >> (32 - bits)
+    }
+
+    #[inline(always)]
+    fn abs_bucket(self, bits: u32) -> u32 {
+        (self.to_bits() & 0x7fff_ffff) >> (32 - bits)
     }
 
     fn from_sort_key(key: u64) -> f64 {
@@ -89,6 +107,16 @@ impl Element for f64 {
     #[inline(always)]
     fn abs_key(self) -> u64 {
         self.to_bits() & 0x7fff_ffff_ffff_ffff
+    }
+
+    #[inline(always)]
+    fn raw_bucket(self, bits: u32) -> u32 {
+        (self.sort_key() >> (64 - bits)) as u32
+    }
+
+    #[inline(always)]
+    fn abs_bucket(self, bits: u32) -> u32 {
+        (self.abs_key() >> (64 - bits)) as u32
     }
 
     fn from_sort_key(key: u64) -> f64 {
@@ -161,6 +189,14 @@ mod tests {
             let b = x.abs_key() >> 48;
             assert_eq!(x.sort_key() >> 48, 0x8000 | b);
             assert_eq!((-x).sort_key() >> 48, 0x7fff - b);
+            for bits in [8, 13, 16] {
+                assert_eq!(x.raw_bucket(bits) as u64, x.sort_key() >> (64 - bits));
+                assert_eq!((-x).raw_bucket(bits) as u64, (-x).sort_key() >> (64 - bits));
+                assert_eq!(x.abs_bucket(bits) as u64, x.abs_key() >> (64 - bits));
+                let y = x as f64;
+                assert_eq!(y.raw_bucket(bits) as u64, y.sort_key() >> (64 - bits));
+                assert_eq!((-y).abs_bucket(bits) as u64, y.abs_key() >> (64 - bits));
+            }
         }
     }
 }

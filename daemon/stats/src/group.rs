@@ -120,10 +120,23 @@ impl Sums {
     }
 }
 
-const LANES: usize = 4;
+/// Accumulator lanes: independent partial sums, so additions pipeline and vectorise.
+const LANES: usize = 8;
+/// Elements handled together: their values stay in L1 between the arithmetic and the key loop.
+const BLOCK: usize = 256;
+
+#[inline(always)]
+fn fold(a: [f64; LANES]) -> f64 {
+    let mut s = 0.0;
+    for pair in a.chunks_exact(2) {
+        s += pair[0] + pair[1];
+    }
+    s
+}
 
 /// Pass 1 over a chunk: sums, extremes, non-finite count and key histogram (added to `hist`).
-fn pass1<T: Element>(data: &[T], shift: u32, hist: &mut [u32]) -> Sums {
+#[inline(always)]
+fn pass1_body<T: Element>(data: &[T], bits: u32, hist: &mut [u32]) -> Sums {
     let mut sum = [0.0f64; LANES];
     let mut sum_abs = [0.0f64; LANES];
     let mut sum_sq = [0.0f64; LANES];
@@ -131,43 +144,43 @@ fn pass1<T: Element>(data: &[T], shift: u32, hist: &mut [u32]) -> Sums {
     let mut min = [f64::INFINITY; LANES];
     let mut max = [f64::NEG_INFINITY; LANES];
     let mut min_abs = [f64::INFINITY; LANES];
-    let mut finite = 0usize;
-    let chunks = data.chunks_exact(LANES);
-    let tail = chunks.remainder();
-    for c in chunks {
-        for l in 0..LANES {
-            let v = c[l].to_f64();
+    let mut finite = [0u64; LANES];
+    for block in data.chunks(BLOCK) {
+        let lanes = block.chunks_exact(LANES);
+        let tail = lanes.remainder();
+        for c in lanes {
+            for l in 0..LANES {
+                let v = c[l].to_f64();
+                let a = v.abs();
+                let s = v * v;
+                sum[l] += v;
+                sum_abs[l] += a;
+                sum_sq[l] += s;
+                sum_4[l] += s * s;
+                min[l] = min[l].min(v);
+                max[l] = max[l].max(v);
+                min_abs[l] = min_abs[l].min(a);
+                finite[l] += u64::from(c[l].is_finite());
+            }
+        }
+        for (l, &x) in tail.iter().enumerate() {
+            let v = x.to_f64();
             let a = v.abs();
-            let s = v * v;
             sum[l] += v;
             sum_abs[l] += a;
-            sum_sq[l] += s;
-            sum_4[l] += s * s;
+            sum_sq[l] += v * v;
+            sum_4[l] += v * v * v * v;
             min[l] = min[l].min(v);
             max[l] = max[l].max(v);
             min_abs[l] = min_abs[l].min(a);
-            finite += usize::from(c[l].is_finite());
+            finite[l] += u64::from(x.is_finite());
         }
-        for &x in c {
-            hist[(x.sort_key() >> shift) as usize] += 1;
+        for &x in block {
+            hist[x.raw_bucket(bits) as usize] += 1;
         }
     }
-    for (l, &x) in tail.iter().enumerate() {
-        let v = x.to_f64();
-        let a = v.abs();
-        sum[l] += v;
-        sum_abs[l] += a;
-        sum_sq[l] += v * v;
-        sum_4[l] += v * v * v * v;
-        min[l] = min[l].min(v);
-        max[l] = max[l].max(v);
-        min_abs[l] = min_abs[l].min(a);
-        finite += usize::from(x.is_finite());
-        hist[(x.sort_key() >> shift) as usize] += 1;
-    }
-    let fold = |a: [f64; LANES]| (a[0] + a[1]) + (a[2] + a[3]);
-    let fmin = |a: [f64; LANES]| a[0].min(a[1]).min(a[2].min(a[3]));
-    let fmax = |a: [f64; LANES]| a[0].max(a[1]).max(a[2].max(a[3]));
+    let fmin = |a: [f64; LANES]| a.iter().copied().fold(f64::INFINITY, f64::min);
+    let fmax = |a: [f64; LANES]| a.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     Sums {
         n: data.len(),
         sum: fold(sum),
@@ -177,8 +190,37 @@ fn pass1<T: Element>(data: &[T], shift: u32, hist: &mut [u32]) -> Sums {
         min: fmin(min),
         max: fmax(max),
         min_abs: fmin(min_abs),
-        nonfinite: data.len() - finite,
+        nonfinite: data.len() - finite.iter().sum::<u64>() as usize,
     }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,bmi1,bmi2,lzcnt,popcnt")]
+fn pass1_avx2<T: Element>(data: &[T], bits: u32, hist: &mut [u32]) -> Sums {
+    pass1_body(data, bits, hist)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,bmi1,bmi2,lzcnt,popcnt")]
+fn pass1_avx512<T: Element>(data: &[T], bits: u32, hist: &mut [u32]) -> Sums {
+    pass1_body(data, bits, hist)
+}
+
+fn pass1<T: Element>(data: &[T], bits: u32, hist: &mut [u32]) -> Sums {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512vl")
+        && std::arch::is_x86_feature_detected!("avx512dq")
+    {
+        // SAFETY: the CPU supports these AVX-512 subsets (checked just above).
+        return unsafe { pass1_avx512(data, bits, hist) };
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        return unsafe { pass1_avx2(data, bits, hist) };
+    }
+    pass1_body(data, bits, hist)
 }
 
 /// Where an order statistic lies: in the buffer of target `target`, at `offset`.
@@ -191,7 +233,7 @@ struct Locator {
 /// What pass 2 needs: the means to centre on and the buckets to copy aside.
 #[derive(Clone, Debug)]
 struct Plan {
-    shift: u32,
+    bits: u32,
     means: [f64; 3],
     /// (is_abs, bucket) for each target buffer; at most four.
     targets: Vec<(bool, u64)>,
@@ -249,7 +291,7 @@ fn plan(sums: &Sums, bits: u32, hist: &[u32]) -> Plan {
     let abs_median = target(true, locate(abs_counts(), i50));
     let abs_q3 = target(true, locate(abs_counts(), i75));
     Plan {
-        shift: 64 - bits,
+        bits,
         means: [mean_raw, mean_abs, mean_sq],
         targets,
         raw_median,
@@ -276,64 +318,125 @@ impl Moments {
 }
 
 /// Pass 2 over a chunk: central moments, and the elements of the target buckets into `bufs`.
-fn pass2<T: Element>(data: &[T], plan: &Plan, bufs: &mut [Vec<u64>; 4]) -> Moments {
+#[inline(always)]
+fn pass2_body<T: Element>(data: &[T], plan: &Plan, bufs: &mut [Vec<u64>; 4]) -> Moments {
     let [mr, ma, ms] = plan.means;
-    let mut m2 = [[0.0f64; LANES]; 3];
-    let mut m4 = [[0.0f64; LANES]; 3];
-    let chunks = data.chunks_exact(LANES);
-    let tail = chunks.remainder();
-    let mut accumulate = |l: usize, v: f64| {
-        let d = [v - mr, v.abs() - ma, v * v - ms];
-        for f in 0..3 {
-            let d2 = d[f] * d[f];
-            m2[f][l] += d2;
-            m4[f][l] += d2 * d2;
-        }
-    };
-    for c in chunks {
-        for l in 0..LANES {
-            accumulate(l, c[l].to_f64());
+    // Up to two raw and two abs buckets; a bucket id never reached stands for "none".
+    const NONE: u32 = u32::MAX;
+    let mut raw = [(NONE, 0usize); 2];
+    let mut abs = [(NONE, 0usize); 2];
+    let (mut nr, mut na) = (0, 0);
+    for (t, &(is_abs, bucket)) in plan.targets.iter().enumerate() {
+        if is_abs {
+            abs[na] = (bucket as u32, t);
+            na += 1;
+        } else {
+            raw[nr] = (bucket as u32, t);
+            nr += 1;
         }
     }
-    for (l, &x) in tail.iter().enumerate() {
-        accumulate(l, x.to_f64());
-    }
-    let shift = plan.shift;
-    let raw_targets: Vec<(usize, u64)> = plan
-        .targets
-        .iter()
-        .enumerate()
-        .filter(|(_, t)| !t.0)
-        .map(|(i, t)| (i, t.1))
-        .collect();
-    let abs_targets: Vec<(usize, u64)> = plan
-        .targets
-        .iter()
-        .enumerate()
-        .filter(|(_, t)| t.0)
-        .map(|(i, t)| (i, t.1))
-        .collect();
-    for &x in data {
-        let key = x.sort_key();
-        let bucket = key >> shift;
-        for &(t, b) in &raw_targets {
-            if bucket == b {
-                bufs[t].push(key);
+    let bits = plan.bits;
+    let (r0, r1, a0, a1) = (raw[0].0, raw[1].0, abs[0].0, abs[1].0);
+    let mut flags = [0u8; BLOCK];
+    let mut m2r = [0.0f64; LANES];
+    let mut m2a = [0.0f64; LANES];
+    let mut m2s = [0.0f64; LANES];
+    let mut m4r = [0.0f64; LANES];
+    let mut m4a = [0.0f64; LANES];
+    let mut m4s = [0.0f64; LANES];
+    for block in data.chunks(BLOCK) {
+        let lanes = block.chunks_exact(LANES);
+        let tail = lanes.remainder();
+        for c in lanes {
+            for l in 0..LANES {
+                let v = c[l].to_f64();
+                let dr = v - mr;
+                let da = v.abs() - ma;
+                let ds = v * v - ms;
+                let (dr2, da2, ds2) = (dr * dr, da * da, ds * ds);
+                m2r[l] += dr2;
+                m2a[l] += da2;
+                m2s[l] += ds2;
+                m4r[l] += dr2 * dr2;
+                m4a[l] += da2 * da2;
+                m4s[l] += ds2 * ds2;
             }
         }
-        let akey = x.abs_key();
-        let abucket = akey >> shift;
-        for &(t, b) in &abs_targets {
-            if abucket == b {
-                bufs[t].push(akey);
+        for (l, &x) in tail.iter().enumerate() {
+            let v = x.to_f64();
+            let dr = v - mr;
+            let da = v.abs() - ma;
+            let ds = v * v - ms;
+            let (dr2, da2, ds2) = (dr * dr, da * da, ds * ds);
+            m2r[l] += dr2;
+            m2a[l] += da2;
+            m2s[l] += ds2;
+            m4r[l] += dr2 * dr2;
+            m4a[l] += da2 * da2;
+            m4s[l] += ds2 * ds2;
+        }
+        // Few elements fall in a target bucket (≈1%): flag them branch-free, then visit only
+        // the flagged ones, eight flags to a word.
+        for (f, &x) in flags.iter_mut().zip(block) {
+            let rb = x.raw_bucket(bits);
+            let ab = x.abs_bucket(bits);
+            *f = u8::from((rb == r0) | (rb == r1) | (ab == a0) | (ab == a1));
+        }
+        flags[block.len()..].fill(0);
+        for (w, word) in flags.chunks_exact(8).enumerate() {
+            let mut word = u64::from_le_bytes(word.try_into().expect("8 flags"));
+            while word != 0 {
+                let byte = word.trailing_zeros() / 8;
+                word &= !(0xffu64 << (byte * 8));
+                let x = block[w * 8 + byte as usize];
+                let rb = x.raw_bucket(bits);
+                for &(b, t) in &raw[..nr] {
+                    if rb == b {
+                        bufs[t].push(x.sort_key());
+                    }
+                }
+                let ab = x.abs_bucket(bits);
+                for &(b, t) in &abs[..na] {
+                    if ab == b {
+                        bufs[t].push(x.abs_key());
+                    }
+                }
             }
         }
     }
-    let fold = |a: [f64; LANES]| (a[0] + a[1]) + (a[2] + a[3]);
     Moments {
-        m2: [fold(m2[0]), fold(m2[1]), fold(m2[2])],
-        m4: [fold(m4[0]), fold(m4[1]), fold(m4[2])],
+        m2: [fold(m2r), fold(m2a), fold(m2s)],
+        m4: [fold(m4r), fold(m4a), fold(m4s)],
     }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,bmi1,bmi2,lzcnt,popcnt")]
+fn pass2_avx2<T: Element>(data: &[T], plan: &Plan, bufs: &mut [Vec<u64>; 4]) -> Moments {
+    pass2_body(data, plan, bufs)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,bmi1,bmi2,lzcnt,popcnt")]
+fn pass2_avx512<T: Element>(data: &[T], plan: &Plan, bufs: &mut [Vec<u64>; 4]) -> Moments {
+    pass2_body(data, plan, bufs)
+}
+
+fn pass2<T: Element>(data: &[T], plan: &Plan, bufs: &mut [Vec<u64>; 4]) -> Moments {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512vl")
+        && std::arch::is_x86_feature_detected!("avx512dq")
+    {
+        // SAFETY: the CPU supports these AVX-512 subsets (checked just above).
+        return unsafe { pass2_avx512(data, plan, bufs) };
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        return unsafe { pass2_avx2(data, plan, bufs) };
+    }
+    pass2_body(data, plan, bufs)
 }
 
 fn select(bufs: &mut [Vec<u64>; 4], at: Locator) -> u64 {
@@ -395,7 +498,6 @@ pub fn summarize<T: Element>(
         return Err(NonFiniteValues(0));
     }
     let bits = histogram_bits(data.len());
-    let shift = 64 - bits;
     let threads = rayon::current_num_threads();
     for b in &mut scratch.bufs {
         b.clear();
@@ -406,7 +508,7 @@ pub fn summarize<T: Element>(
             .par_chunks(chunk)
             .map(|c| {
                 let mut hist = vec![0u32; 1 << bits];
-                (pass1(c, shift, &mut hist), hist)
+                (pass1(c, bits, &mut hist), hist)
             })
             .reduce_with(|(s1, mut h1), (s2, h2)| {
                 h1.iter_mut().zip(&h2).for_each(|(a, b)| *a += b);
@@ -435,7 +537,7 @@ pub fn summarize<T: Element>(
     } else {
         scratch.hist.clear();
         scratch.hist.resize(1 << bits, 0);
-        let sums = pass1(data, shift, &mut scratch.hist);
+        let sums = pass1(data, bits, &mut scratch.hist);
         if sums.nonfinite > 0 {
             return Err(NonFiniteValues(sums.nonfinite));
         }
