@@ -26,7 +26,12 @@ pub struct StatsArgs {
     unit_fraction: Option<f64>,
 
     /// Add Gaussian noise of this standard deviation before the statistics.
-    #[arg(long, value_name = "S", default_value_t = 0.0, allow_negative_numbers = true)]
+    #[arg(
+        long,
+        value_name = "S",
+        default_value_t = 0.0,
+        allow_negative_numbers = true
+    )]
     noise_std: f64,
 
     /// Seed of the unit subset and of the noise.

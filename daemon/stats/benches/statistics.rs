@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use npyz::WriterBuilder;
 use lrid_stats::{ActivationAccumulator, MeasurementModel, weight_statistics};
+use npyz::WriterBuilder;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};

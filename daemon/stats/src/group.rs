@@ -88,7 +88,9 @@ pub struct NonFiniteValues(pub usize);
 const PARALLEL_MIN: usize = 1 << 18;
 
 fn histogram_bits(n: usize) -> u32 {
-    (usize::BITS - n.leading_zeros()).saturating_sub(3).clamp(8, 16)
+    (usize::BITS - n.leading_zeros())
+        .saturating_sub(3)
+        .clamp(8, 16)
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -622,7 +624,9 @@ mod tests {
     fn matches_sorting_on_many_shapes_and_distributions() {
         let mut rng = ChaCha8Rng::seed_from_u64(7);
         let mut scratch = Scratch::default();
-        for &n in &[1usize, 2, 3, 4, 5, 6, 7, 8, 17, 100, 1000, 4097, 70_000, 300_000] {
+        for &n in &[
+            1usize, 2, 3, 4, 5, 6, 7, 8, 17, 100, 1000, 4097, 70_000, 300_000,
+        ] {
             for kind in 0..4 {
                 let v: Vec<f32> = (0..n)
                     .map(|_| match kind {
@@ -675,12 +679,15 @@ mod tests {
     fn non_finite_values_are_counted() {
         let mut scratch = Scratch::default();
         let v = [1.0f32, f32::NAN, 2.0, f32::INFINITY];
-        assert_eq!(
-            summarize(&v, &mut scratch, false),
-            Err(NonFiniteValues(2))
-        );
+        assert_eq!(summarize(&v, &mut scratch, false), Err(NonFiniteValues(2)));
         let big: Vec<f32> = (0..300_000)
-            .map(|i| if i % 1000 == 0 { f32::NEG_INFINITY } else { 1.0 })
+            .map(|i| {
+                if i % 1000 == 0 {
+                    f32::NEG_INFINITY
+                } else {
+                    1.0
+                }
+            })
             .collect();
         assert_eq!(
             summarize(&big, &mut scratch, true),

@@ -269,7 +269,10 @@ mod tests {
         assert_eq!(names[0], "weightabs_kurtosis");
         assert_eq!(names[5], "weightabs_thirdquartile");
         assert_eq!(names[21], "actabs_kurtosis");
-        assert_eq!(&names[42..], ["gradavgabs_id", "gradavgraw_id", "gradavgsq_id"]);
+        assert_eq!(
+            &names[42..],
+            ["gradavgabs_id", "gradavgraw_id", "gradavgsq_id"]
+        );
         assert!(names.contains(&"weightabs_median".to_string()));
         assert!(names.contains(&"actraw_norm".to_string()));
         assert!(names.contains(&"gradavgsq_id".to_string()));

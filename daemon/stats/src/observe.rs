@@ -517,7 +517,8 @@ mod tests {
             // Pushed in uneven batches into one accumulator.
             let mut inc = ActivationAccumulator::new(units, model, 9).unwrap();
             for (from, to) in [(0, 1), (1, 10), (10, 11), (11, 37)] {
-                inc.push(&data[from * units..to * units], to - from).unwrap();
+                inc.push(&data[from * units..to * units], to - from)
+                    .unwrap();
             }
             assert_eq!(inc.examples(), n);
             assert_close(&inc.finish().unwrap(), &expect, 1e-14);
@@ -544,7 +545,10 @@ mod tests {
         let s = acc.finish().unwrap();
         assert_eq!(s.get_by_name("actraw_mean"), Some((2.5 - 1.0) / 2.0));
         assert_eq!(s.get_by_name("actraw_median"), Some((2.0 - 1.0) / 2.0));
-        assert_eq!(s.get_by_name("actraw_thirdquartile"), Some((3.0 - 1.0) / 2.0));
+        assert_eq!(
+            s.get_by_name("actraw_thirdquartile"),
+            Some((3.0 - 1.0) / 2.0)
+        );
         assert_eq!(
             s.get_by_name("actraw_norm"),
             Some((30f64.sqrt() + 2.0) / 2.0)
@@ -561,7 +565,12 @@ mod tests {
         let model = MeasurementModel::new(Some(0.01), 0.0, 11).unwrap();
         let s = weight_statistics(&w, &[100, 100], &model, 0).unwrap();
         let sel = model.selection(10_000, 0);
-        let kept: Vec<f64> = sel.indices().unwrap().iter().map(|&i| w[i] as f64).collect();
+        let kept: Vec<f64> = sel
+            .indices()
+            .unwrap()
+            .iter()
+            .map(|&i| w[i] as f64)
+            .collect();
         assert_eq!(kept.len(), 100);
         let direct = weight_statistics(&kept, &[1, 100], &MeasurementModel::IDEAL, 0).unwrap();
         assert_eq!(s, direct);
@@ -580,7 +589,10 @@ mod tests {
             "weight tensor has 2 non-finite value(s) of 24 (1 NaN, 1 infinite); first at index [0, 1, 1]"
         );
         let e = weight_statistics(&w[..5], &[2, 3], &MeasurementModel::IDEAL, 0).unwrap_err();
-        assert!(e.to_string().contains("shape [2, 3] holds 6 values but 5"), "{e}");
+        assert!(
+            e.to_string().contains("shape [2, 3] holds 6 values but 5"),
+            "{e}"
+        );
         let e = weight_statistics::<f32>(&[], &[0], &MeasurementModel::IDEAL, 0).unwrap_err();
         assert!(matches!(e, Error::Empty { .. }));
 
@@ -625,7 +637,10 @@ mod tests {
         let mut g = GradAvgAccumulator::new();
         let all = MeasurementModel::IDEAL.selection(3, 0);
         g.push_input_gradient(&j, 2, &all, 4, None, 0).unwrap();
-        assert_eq!(g.finish().unwrap().values(), &[1.0, 0.5, (2.25 + 0.25) / 2.0]);
+        assert_eq!(
+            g.finish().unwrap().values(),
+            &[1.0, 0.5, (2.25 + 0.25) / 2.0]
+        );
         // Subsampled inputs: only the kept columns count.
         let model = MeasurementModel::new(Some(0.5), 0.0, 0).unwrap();
         let sel = model.selection(3, 0);
@@ -636,6 +651,9 @@ mod tests {
             .map(|e| idx.iter().map(|&i| j[e * 3 + i] as f64).sum::<f64>())
             .sum::<f64>()
             / 2.0;
-        assert_eq!(g.finish().unwrap().get_by_name("gradavgraw_id"), Some(expect));
+        assert_eq!(
+            g.finish().unwrap().get_by_name("gradavgraw_id"),
+            Some(expect)
+        );
     }
 }

@@ -186,7 +186,12 @@ mod tests {
     fn devices_resolve_or_say_why_not() {
         let rt = init();
         assert_eq!(rt.device("cpu").unwrap(), tch::Device::Cpu);
-        assert!(rt.device("tpu").unwrap_err().to_string().contains("unknown device 'tpu'"));
+        assert!(
+            rt.device("tpu")
+                .unwrap_err()
+                .to_string()
+                .contains("unknown device 'tpu'")
+        );
         if rt.cuda_usable() {
             assert_eq!(rt.device("auto").unwrap(), tch::Device::Cuda(0));
         } else {
