@@ -31,7 +31,8 @@ pub use names::{
     Function, Measure, Observable, Statistic, admissible_observables, all_observables,
 };
 pub use observe::{
-    ActivationAccumulator, GradAvgAccumulator, MeasureStats, WeightObserver, weight_statistics,
+    ActivationAccumulator, GradAvgAccumulator, MeasureStats, PartialStats, WeightObserver,
+    weight_statistics,
 };
 
 /// Errors of the statistics engine.

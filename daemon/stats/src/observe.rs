@@ -117,6 +117,11 @@ impl WeightObserver {
         })
     }
 
+    /// Reuses a unit selection drawn earlier (`model.selection(elements, 0)`).
+    pub fn with_selection(model: MeasurementModel, selection: UnitSelection) -> Self {
+        Self { model, selection }
+    }
+
     /// The 21 weight statistics of `weights` (row-major, `shape`), `draw` numbering the
     /// evaluation for the noise.
     pub fn observe<T: Element>(
@@ -162,6 +167,90 @@ pub fn weight_statistics<T: Element>(
     draw: u64,
 ) -> Result<MeasureStats> {
     WeightObserver::new(*model, weights.len())?.observe(weights, shape, draw)
+}
+
+/// The mergeable state of an activation or gradavg accumulator: the example count and the
+/// compensated sums, exactly (f64 bit patterns, so NaN survives any serialisation). A daemon
+/// writes it to its write-ahead log and absorbs it back on replay.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PartialStats {
+    pub measure: Measure,
+    pub examples: u64,
+    /// (sum, compensation) bit patterns, one pair per observable of the measure.
+    sums: Vec<(u64, u64)>,
+}
+
+impl PartialStats {
+    fn new(measure: Measure, examples: usize, sums: &[CompensatedSum]) -> Self {
+        Self {
+            measure,
+            examples: examples as u64,
+            sums: sums
+                .iter()
+                .map(|s| (s.sum.to_bits(), s.compensation.to_bits()))
+                .collect(),
+        }
+    }
+
+    fn check(&self, measure: Measure) -> Result<()> {
+        if self.measure != measure || self.sums.len() != measure.observable_count() {
+            return Err(Error::Merge(format!(
+                "a partial state of {} with {} sums cannot join a {measure} accumulator",
+                self.measure,
+                self.sums.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// An empty state of `measure` (`act` or `gradavg`).
+    pub fn empty(measure: Measure) -> Self {
+        Self::new(
+            measure,
+            0,
+            &vec![CompensatedSum::default(); measure.observable_count()],
+        )
+    }
+
+    /// Adds another partial state of the same measure.
+    pub fn merge(&mut self, other: &PartialStats) -> Result<()> {
+        other.check(self.measure)?;
+        let merged: Vec<CompensatedSum> = self
+            .sums()
+            .zip(other.sums())
+            .map(|(mut a, b)| {
+                a.merge(&b);
+                a
+            })
+            .collect();
+        *self = Self::new(
+            self.measure,
+            (self.examples + other.examples) as usize,
+            &merged,
+        );
+        Ok(())
+    }
+
+    /// The statistics: every sum divided by the number of examples.
+    pub fn finish(&self) -> Result<MeasureStats> {
+        if self.examples == 0 {
+            return Err(Error::Empty {
+                measure: self.measure,
+            });
+        }
+        let n = self.examples as f64;
+        Ok(MeasureStats::new(
+            self.measure,
+            self.sums().map(|s| s.value() / n).collect(),
+        ))
+    }
+
+    fn sums(&self) -> impl Iterator<Item = CompensatedSum> + '_ {
+        self.sums.iter().map(|&(s, c)| CompensatedSum {
+            sum: f64::from_bits(s),
+            compensation: f64::from_bits(c),
+        })
+    }
 }
 
 /// A sum that keeps its rounding error (Neumaier), so merged partial sums equal the sum of the
@@ -360,6 +449,21 @@ impl ActivationAccumulator {
         Ok(())
     }
 
+    /// The mergeable state (see [`PartialStats`]).
+    pub fn partial(&self) -> PartialStats {
+        PartialStats::new(Measure::Act, self.examples, &self.sums)
+    }
+
+    /// Adds a partial state taken from an accumulator of the same layer and model.
+    pub fn absorb(&mut self, partial: &PartialStats) -> Result<()> {
+        partial.check(Measure::Act)?;
+        for (a, b) in self.sums.iter_mut().zip(partial.sums()) {
+            a.merge(&b);
+        }
+        self.examples += partial.examples as usize;
+        Ok(())
+    }
+
     /// The 21 activation statistics averaged over every example pushed.
     pub fn finish(&self) -> Result<MeasureStats> {
         if self.examples == 0 {
@@ -466,6 +570,21 @@ impl GradAvgAccumulator {
             a.merge(b);
         }
         self.examples += other.examples;
+    }
+
+    /// The mergeable state (see [`PartialStats`]).
+    pub fn partial(&self) -> PartialStats {
+        PartialStats::new(Measure::GradAvg, self.examples, &self.sums)
+    }
+
+    /// Adds a partial state taken from another gradavg accumulator.
+    pub fn absorb(&mut self, partial: &PartialStats) -> Result<()> {
+        partial.check(Measure::GradAvg)?;
+        for (a, b) in self.sums.iter_mut().zip(partial.sums()) {
+            a.merge(&b);
+        }
+        self.examples += partial.examples as usize;
+        Ok(())
     }
 
     /// `gradavgabs_id`, `gradavgraw_id`, `gradavgsq_id`.
@@ -616,6 +735,46 @@ mod tests {
         let e = g.push(&[0.5f64, f64::NEG_INFINITY]).unwrap_err();
         assert!(e.to_string().contains("first at example 1"), "{e}");
         assert_eq!(g.examples(), 0);
+    }
+
+    #[test]
+    fn partial_states_round_trip_and_absorb() {
+        let data = random(8 * 50, 4);
+        let mut whole = ActivationAccumulator::new(50, MeasurementModel::IDEAL, 0).unwrap();
+        whole.push(&data, 8).unwrap();
+        let mut a = ActivationAccumulator::new(50, MeasurementModel::IDEAL, 0).unwrap();
+        a.push(&data[..150], 3).unwrap();
+        let mut b = a.clone();
+        b.push(&data[150..], 5).unwrap();
+        // b's state minus nothing: absorb a fresh accumulator's partials in order.
+        let mut replay = ActivationAccumulator::new(50, MeasurementModel::IDEAL, 0).unwrap();
+        let json = serde_json::to_string(&b.partial()).unwrap();
+        replay
+            .absorb(&serde_json::from_str(&json).unwrap())
+            .unwrap();
+        assert_eq!(replay.finish().unwrap(), b.finish().unwrap());
+        assert_eq!(replay.examples(), 8);
+        let close = |x: &MeasureStats, y: &MeasureStats| assert_close(x, y, 1e-14);
+        close(&replay.finish().unwrap(), &whole.finish().unwrap());
+        let g = GradAvgAccumulator::new();
+        assert!(
+            replay.absorb(&g.partial()).is_err(),
+            "measure mismatch refused"
+        );
+        let mut g2 = GradAvgAccumulator::new();
+        g2.push(&[1.0f32, 2.0]).unwrap();
+        let mut g3 = GradAvgAccumulator::new();
+        g3.absorb(&g2.partial()).unwrap();
+        assert_eq!(g3.finish().unwrap(), g2.finish().unwrap());
+        // Partial states merge and finish on their own.
+        let mut p = PartialStats::empty(Measure::Act);
+        p.merge(&a.partial()).unwrap();
+        let mut rest = ActivationAccumulator::new(50, MeasurementModel::IDEAL, 0).unwrap();
+        rest.push(&data[150..], 5).unwrap();
+        p.merge(&rest.partial()).unwrap();
+        assert_close(&p.finish().unwrap(), &whole.finish().unwrap(), 1e-14);
+        assert!(p.merge(&g2.partial()).is_err());
+        assert!(PartialStats::empty(Measure::GradAvg).finish().is_err());
     }
 
     #[test]

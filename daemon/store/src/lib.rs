@@ -1,0 +1,79 @@
+//! # lrid-store
+//!
+//! The daemon's durable state. In: ingest messages of the lrid protocol ([`lrid_protocol`]) —
+//! runs opened and closed, layer snapshots (tensor values), trajectory points completed. Out:
+//! the tables `runs`, `layers` and `observables` (one row per run × point × layer × measurement
+//! model, the 45 statistics as columns), queryable with SQL through DataFusion while ingest goes
+//! on, and as Parquet files any tool can read.
+//!
+//! Statistics are computed as snapshots arrive (activation batches merge incrementally); raw
+//! tensors are never kept. Each accepted snapshot's contribution is appended to a write-ahead
+//! log and synced before it is acknowledged, so a crash at any moment loses nothing
+//! acknowledged: restart replays the log. A checkpoint moves completed rows to Parquet and
+//! starts a new log segment holding only what is still pending.
+//!
+//! On disk, under the data folder:
+//!
+//! ```text
+//! manifest.json                    which files are current (replaced atomically)
+//! observables/part-NNNNNNNN.parquet  observable rows, sorted by run, layer, point
+//! runs/runs-NNNNNNNN.parquet       every run (rewritten at each checkpoint)
+//! layers/layers-NNNNNNNN.parquet   every layer
+//! wal/NNNNNNNN.wal                 write-ahead log segments
+//! ```
+//!
+//! e.g. DuckDB: `SELECT * FROM 'lrid-data/observables/*.parquet'`.
+
+mod state;
+mod tables;
+mod wal;
+
+use std::path::{Path, PathBuf};
+
+pub use state::{ModelConfig, Store, StoreConfig};
+pub use tables::{LAYERS_SCHEMA, OBSERVABLES_SCHEMA, RUNS_SCHEMA};
+
+/// Errors of the store. The server maps each kind to one Flight status.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is malformed or inconsistent (→ InvalidArgument).
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// A run that does not exist (→ NotFound).
+    #[error("{0}")]
+    NotFound(String),
+    /// Something that exists already: a point completed, a run opened with other labels
+    /// (→ AlreadyExists).
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The request does not fit the current state: a closed run (→ FailedPrecondition).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The tensor's values cannot be summarised (non-finite values, …) (→ InvalidArgument).
+    #[error("{0}")]
+    Stats(#[from] lrid_stats::Error),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the store's files are damaged: {0}")]
+    Corrupt(String),
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error("{0}")]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+}
+
+impl Error {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,1133 @@
+//! The ingest state machine and the [`Store`] that owns it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::compute::{SortColumn, lexsort_to_indices, take_record_batch};
+use arrow::datatypes::{TimestampMillisecondType, UInt32Type, UInt64Type};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use lrid_protocol::{
+    CloseRun, CompletePoint, LayerInfo, OpenRun, PROTOCOL_VERSION, PointAck, Position, RunLabels,
+    SnapshotAck, SnapshotHeader, SnapshotMeasure,
+};
+use lrid_stats::{
+    ActivationAccumulator, Element, GradAvgAccumulator, Measure, MeasurementModel, PartialStats,
+    UnitSelection, WeightObserver,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::tables::{
+    LAYERS_SCHEMA, LiveTable, OBSERVABLES_SCHEMA, ObservableRow, QueryView, RUNS_SCHEMA, RunRow,
+    TableKind, layers_batch, observables_batch, read_parquet, runs_batch, write_parquet,
+};
+use crate::wal::{WalWriter, read_segment, segments};
+use crate::{Error, Result};
+
+/// One measurement model under which every layer is observed (spec §1.7).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// The value of the `model` column, e.g. `ideal` or `ephys`.
+    pub name: String,
+    /// Fraction of units recorded; absent = all.
+    #[serde(default)]
+    pub unit_fraction: Option<f64>,
+    /// Standard deviation of additive Gaussian noise; 0 = none.
+    #[serde(default)]
+    pub noise_std: f64,
+    /// Seed of the recorded units and of the noise.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+impl ModelConfig {
+    /// All units, no noise.
+    pub fn ideal() -> Self {
+        Self {
+            name: "ideal".into(),
+            unit_fraction: None,
+            noise_std: 0.0,
+            seed: 0,
+        }
+    }
+
+    fn model(&self) -> Result<MeasurementModel> {
+        MeasurementModel::new(self.unit_fraction, self.noise_std, self.seed)
+            .map_err(|e| Error::InvalidArgument(format!("measurement model '{}': {e}", self.name)))
+    }
+}
+
+/// Configuration of the store.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Folder of the Parquet files and the write-ahead log.
+    pub data_dir: PathBuf,
+    /// Measurement models: one `observables` row per model for every point and layer.
+    pub models: Vec<ModelConfig>,
+    /// Checkpoint once this many rows wait in memory.
+    pub flush_rows: usize,
+    /// Sync the write-ahead log before acknowledging (turn off only for throwaway data).
+    pub sync: bool,
+    /// Extra SQL views: every `*.sql` file in this folder is run at start.
+    pub queries_dir: Option<PathBuf>,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("lrid-data"),
+            models: vec![ModelConfig::ideal()],
+            flush_rows: 50_000,
+            sync: true,
+            queries_dir: None,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// A small configuration for tests, in `dir`.
+    pub fn test_config(dir: &Path) -> Self {
+        Self {
+            data_dir: dir.to_path_buf(),
+            flush_rows: 1_000,
+            ..Self::default()
+        }
+    }
+}
+
+/// The views shipped with lrid (`queries/*.sql`).
+const BUILTIN_VIEWS: &[(&str, &str)] = &[(
+    "trajectories.sql",
+    include_str!("../../../queries/trajectories.sql"),
+)];
+
+/// A statistic result of one measurement model in a log record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum ResultValue {
+    /// Final values (weights): NaN as null.
+    Final(Vec<Option<f64>>),
+    /// Mergeable sums (activations, activity change).
+    Partial(PartialStats),
+    /// Not observable under this model (the activity change under unit subsampling or noise
+    /// needs the layer's input gradient, which a snapshot does not carry).
+    Undefined,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Record {
+    OpenRun {
+        run: OpenRun,
+        opened_at_ms: i64,
+    },
+    Snapshot {
+        run_id: String,
+        point: u32,
+        layer: LayerInfo,
+        measure: SnapshotMeasure,
+        batches: Vec<u32>,
+        results: BTreeMap<String, ResultValue>,
+    },
+    CompletePoint {
+        run_id: String,
+        point: u32,
+        step: Option<i64>,
+    },
+    CloseRun {
+        run_id: String,
+        at_ms: i64,
+    },
+}
+
+#[derive(Debug, Default)]
+struct MeasureState {
+    batches: BTreeSet<u32>,
+    results: BTreeMap<String, ResultValue>,
+}
+
+#[derive(Debug, Default)]
+struct PendingLayer {
+    measures: BTreeMap<&'static str, MeasureState>,
+}
+
+#[derive(Debug, Default)]
+struct PendingPoint {
+    layers: BTreeMap<u32, PendingLayer>,
+    /// Snapshots of this point being summarised right now, by (layer, measure, batch).
+    in_flight: BTreeSet<(u32, &'static str, u32)>,
+}
+
+#[derive(Debug)]
+struct RunState {
+    row: RunRow,
+    layers: BTreeMap<u32, LayerInfo>,
+    pending: BTreeMap<u32, PendingPoint>,
+    completed: BTreeSet<u32>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Manifest {
+    observables: Vec<String>,
+    runs: Option<String>,
+    layers: Option<String>,
+    wal_from: u64,
+    next_seq: u64,
+}
+
+#[derive(Debug)]
+struct Inner {
+    runs: BTreeMap<String, RunState>,
+    wal: WalWriter,
+    /// Rows of completed points not yet in Parquet.
+    tail: Vec<ObservableRow>,
+    manifest: Manifest,
+    /// Log records appended since the last checkpoint.
+    dirty: bool,
+}
+
+/// The store: ingest, durability and SQL. Share it behind an `Arc`; every method may be called
+/// from many threads. Methods that write block on disk I/O: call them from blocking threads.
+pub struct Store {
+    config: StoreConfig,
+    dir: PathBuf,
+    models: Vec<(String, MeasurementModel)>,
+    inner: Mutex<Inner>,
+    view: Arc<RwLock<QueryView>>,
+    ctx: SessionContext,
+    selections: Mutex<HashMap<(usize, usize), UnitSelection>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("dir", &self.dir).finish()
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn measure_key(m: SnapshotMeasure) -> &'static str {
+    m.as_str()
+}
+
+/// FNV-1a over the parts: a stable noise draw per snapshot.
+fn draw_id(parts: &[&[u8]]) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for p in parts {
+        for &b in p.iter().chain(&[0xff]) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    h
+}
+
+fn check_protocol(protocol: u32) -> Result<()> {
+    if protocol != PROTOCOL_VERSION {
+        return Err(Error::InvalidArgument(format!(
+            "protocol version {protocol} is not supported; this server speaks version {PROTOCOL_VERSION}"
+        )));
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Opens (or creates) the store in `config.data_dir`, replaying its write-ahead log.
+    pub async fn open(config: StoreConfig) -> Result<Arc<Store>> {
+        let models = config
+            .models
+            .iter()
+            .map(|m| Ok((m.name.clone(), m.model()?)))
+            .collect::<Result<Vec<_>>>()?;
+        if models.is_empty() {
+            return Err(Error::InvalidArgument(
+                "at least one measurement model is needed (e.g. name = \"ideal\")".into(),
+            ));
+        }
+        let names: BTreeSet<&str> = models.iter().map(|(n, _)| n.as_str()).collect();
+        if names.len() != models.len() {
+            return Err(Error::InvalidArgument(
+                "measurement model names must be distinct".into(),
+            ));
+        }
+        let dir = &config.data_dir;
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let dir = dir.canonicalize().map_err(|e| Error::io(dir, e))?;
+        let manifest_path = dir.join("manifest.json");
+        let manifest: Manifest = if manifest_path.exists() {
+            let text = std::fs::read_to_string(&manifest_path)
+                .map_err(|e| Error::io(&manifest_path, e))?;
+            serde_json::from_str(&text)
+                .map_err(|e| Error::Corrupt(format!("{}: {e}", manifest_path.display())))?
+        } else {
+            Manifest {
+                wal_from: 1,
+                next_seq: 1,
+                ..Manifest::default()
+            }
+        };
+        remove_orphans(&dir, &manifest)?;
+
+        let mut runs: BTreeMap<String, RunState> = BTreeMap::new();
+        if let Some(f) = &manifest.runs {
+            for row in load_runs(&dir.join("runs").join(f))? {
+                runs.insert(
+                    row.run_id.clone(),
+                    RunState {
+                        row,
+                        layers: BTreeMap::new(),
+                        pending: BTreeMap::new(),
+                        completed: BTreeSet::new(),
+                    },
+                );
+            }
+        }
+        if let Some(f) = &manifest.layers {
+            for (run, layer) in load_layers(&dir.join("layers").join(f))? {
+                if let Some(r) = runs.get_mut(&run) {
+                    r.layers.insert(layer.index, layer);
+                }
+            }
+        }
+        for f in &manifest.observables {
+            let path = dir.join("observables").join(f);
+            for b in read_parquet(&path, Some(&["run_id", "point"]))? {
+                let ids = b.column(0).as_string::<i32>();
+                let points = b.column(1).as_primitive::<UInt32Type>();
+                for i in 0..b.num_rows() {
+                    if let Some(r) = runs.get_mut(ids.value(i)) {
+                        r.completed.insert(points.value(i));
+                    }
+                }
+            }
+        }
+
+        let wal_dir = dir.join("wal");
+        let existing = segments(&wal_dir)?;
+        let replay: Vec<u64> = existing
+            .iter()
+            .copied()
+            .filter(|&s| s >= manifest.wal_from)
+            .collect();
+        let next_segment = existing
+            .last()
+            .map_or(manifest.wal_from, |s| s + 1)
+            .max(manifest.wal_from);
+        let wal = WalWriter::create(&wal_dir, next_segment, config.sync)?;
+        let view = Arc::new(RwLock::new(QueryView::empty()));
+        let store = Store {
+            dir: dir.clone(),
+            models,
+            inner: Mutex::new(Inner {
+                runs,
+                wal,
+                tail: Vec::new(),
+                manifest,
+                dirty: !replay.is_empty(),
+            }),
+            view: view.clone(),
+            ctx: SessionContext::new_with_config(
+                SessionConfig::new()
+                    .with_information_schema(true)
+                    .with_default_catalog_and_schema("lrid", "public"),
+            ),
+            selections: Mutex::new(HashMap::new()),
+            config,
+        };
+        {
+            let mut inner = store.inner.lock().expect("store lock");
+            let mut replayed = 0usize;
+            for (i, &seq) in replay.iter().enumerate() {
+                let last = i + 1 == replay.len();
+                for record in read_segment::<Record>(&wal_dir, seq, last)? {
+                    store.apply(&mut inner, record)?;
+                    replayed += 1;
+                }
+            }
+            if replayed > 0 {
+                tracing::info!(
+                    replayed,
+                    segments = replay.len(),
+                    "replayed the write-ahead log"
+                );
+            }
+            store.refresh_view(&inner, true);
+        }
+        for (name, kind) in [
+            ("runs", TableKind::Runs),
+            ("layers", TableKind::Layers),
+            ("observables", TableKind::Observables),
+        ] {
+            store.ctx.register_table(
+                name,
+                Arc::new(LiveTable {
+                    kind,
+                    view: view.clone(),
+                }),
+            )?;
+        }
+        let mut views: Vec<(String, String)> = BUILTIN_VIEWS
+            .iter()
+            .map(|(n, s)| (n.to_string(), s.to_string()))
+            .collect();
+        if let Some(qdir) = &store.config.queries_dir {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(qdir)
+                .map_err(|e| Error::io(qdir, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "sql"))
+                .collect();
+            files.sort();
+            for f in files {
+                let text = std::fs::read_to_string(&f).map_err(|e| Error::io(&f, e))?;
+                views.push((f.display().to_string(), text));
+            }
+        }
+        for (name, sql) in views {
+            store.ctx.sql(&sql).await.map_err(|e| {
+                Error::InvalidArgument(format!("the view in {name} does not load: {e}"))
+            })?;
+        }
+        Ok(Arc::new(store))
+    }
+
+    /// The SQL context: tables `runs`, `layers`, `observables` and the views.
+    pub fn session(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// The folder of the store.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Names of the measurement models, in configuration order.
+    pub fn model_names(&self) -> Vec<String> {
+        self.models.iter().map(|(n, _)| n.clone()).collect()
+    }
+
+    /// Rows waiting in memory for the next checkpoint.
+    pub fn tail_rows(&self) -> usize {
+        self.inner.lock().expect("store lock").tail.len()
+    }
+
+    /// Opens a run. Opening it again with the same labels is a no-op (a client's retry).
+    pub fn open_run(&self, msg: &OpenRun) -> Result<()> {
+        check_protocol(msg.protocol)?;
+        lrid_protocol::validate_run_id(&msg.run_id).map_err(Error::InvalidArgument)?;
+        let mut inner = self.inner.lock().expect("store lock");
+        if let Some(run) = inner.runs.get(&msg.run_id) {
+            if run.row.status == "closed" {
+                return Err(Error::AlreadyExists(format!(
+                    "run '{}' exists and is closed; open a new run id",
+                    msg.run_id
+                )));
+            }
+            if run.row.labels != msg.labels {
+                return Err(Error::AlreadyExists(format!(
+                    "run '{}' is already open with other labels",
+                    msg.run_id
+                )));
+            }
+            return Ok(());
+        }
+        let record = Record::OpenRun {
+            run: msg.clone(),
+            opened_at_ms: now_ms(),
+        };
+        self.commit(&mut inner, record)?;
+        self.refresh_view(&inner, false);
+        Ok(())
+    }
+
+    /// Summarises one snapshot and stores its contribution durably. The values are the tensor
+    /// of `header.measure` in C order.
+    pub fn record<T: Element>(&self, header: &SnapshotHeader, values: &[T]) -> Result<SnapshotAck> {
+        let batch = self.validate_snapshot(header, values.len())?;
+        let key = (header.layer.index, measure_key(header.measure), batch);
+        // Reserve the snapshot, so that a duplicate is refused while this one is summarised.
+        {
+            let mut inner = self.inner.lock().expect("store lock");
+            let run = self.open_run_state(&mut inner, &header.run_id)?;
+            if run.completed.contains(&header.point) {
+                return Err(Error::AlreadyExists(format!(
+                    "point {} of run '{}' is already complete",
+                    header.point, header.run_id
+                )));
+            }
+            if let Some(known) = run.layers.get(&header.layer.index)
+                && *known != header.layer
+            {
+                return Err(Error::InvalidArgument(format!(
+                    "layer {} of run '{}' was described as {:?} before; this snapshot says {:?}",
+                    header.layer.index, header.run_id, known, header.layer
+                )));
+            }
+            let pending = run.pending.entry(header.point).or_default();
+            let seen = pending
+                .layers
+                .get(&header.layer.index)
+                .and_then(|l| l.measures.get(key.1))
+                .is_some_and(|m| m.batches.contains(&batch));
+            if seen || pending.in_flight.contains(&key) {
+                return Err(Error::AlreadyExists(match header.measure {
+                    SnapshotMeasure::Weight => format!(
+                        "the weights of layer {} at point {} of run '{}' are already recorded",
+                        header.layer.index, header.point, header.run_id
+                    ),
+                    m => format!(
+                        "batch {batch} of {} of layer {} at point {} of run '{}' is already recorded",
+                        m.as_str(),
+                        header.layer.index,
+                        header.point,
+                        header.run_id
+                    ),
+                }));
+            }
+            pending.in_flight.insert(key);
+        }
+        let results = self.summarise(header, batch, values);
+        let mut inner = self.inner.lock().expect("store lock");
+        let release = |inner: &mut Inner| {
+            if let Some(p) = inner
+                .runs
+                .get_mut(&header.run_id)
+                .and_then(|r| r.pending.get_mut(&header.point))
+            {
+                p.in_flight.remove(&key);
+            }
+        };
+        let results = match results {
+            Ok(r) => r,
+            Err(e) => {
+                release(&mut inner);
+                return Err(e);
+            }
+        };
+        release(&mut inner);
+        let new_layer = !inner.runs[&header.run_id]
+            .layers
+            .contains_key(&header.layer.index);
+        self.commit(
+            &mut inner,
+            Record::Snapshot {
+                run_id: header.run_id.clone(),
+                point: header.point,
+                layer: header.layer.clone(),
+                measure: header.measure,
+                batches: vec![batch],
+                results,
+            },
+        )?;
+        if new_layer {
+            self.refresh_view(&inner, false);
+        }
+        Ok(SnapshotAck {
+            values: values.len() as u64,
+        })
+    }
+
+    fn validate_snapshot(&self, h: &SnapshotHeader, len: usize) -> Result<u32> {
+        check_protocol(h.protocol)?;
+        lrid_protocol::validate_run_id(&h.run_id).map_err(Error::InvalidArgument)?;
+        let what = format!(
+            "{} snapshot of layer {} ({}) at point {} of run '{}'",
+            h.measure.as_str(),
+            h.layer.index,
+            h.layer.name,
+            h.point,
+            h.run_id
+        );
+        if h.layer.name.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "{what}: the layer has no name"
+            )));
+        }
+        for (axes, shape) in [
+            ("weight_shape", &h.layer.weight_shape),
+            ("activation_shape", &h.layer.activation_shape),
+        ] {
+            if shape.is_empty() || shape.contains(&0) {
+                return Err(Error::InvalidArgument(format!(
+                    "{what}: {axes} {shape:?} must have at least one axis and no empty one"
+                )));
+            }
+        }
+        match h.measure {
+            SnapshotMeasure::Weight if h.examples != 0 => {
+                return Err(Error::InvalidArgument(format!(
+                    "{what}: weights have no examples, got examples = {}",
+                    h.examples
+                )));
+            }
+            SnapshotMeasure::Act | SnapshotMeasure::Gradavg if h.examples == 0 => {
+                return Err(Error::InvalidArgument(format!(
+                    "{what}: examples must be at least 1"
+                )));
+            }
+            _ => {}
+        }
+        if h.measure == SnapshotMeasure::Weight && h.batch != 0 {
+            return Err(Error::InvalidArgument(format!(
+                "{what}: a weight snapshot is one batch (batch 0), got batch {}",
+                h.batch
+            )));
+        }
+        let expected = h.expected_values();
+        if expected != len as u64 {
+            let detail = match h.measure {
+                SnapshotMeasure::Weight => format!("shape {:?}", h.layer.weight_shape),
+                SnapshotMeasure::Act => format!(
+                    "{} examples × {} units ({:?})",
+                    h.examples,
+                    h.layer.units(),
+                    h.layer.activation_shape
+                ),
+                SnapshotMeasure::Gradavg => format!("{} examples", h.examples),
+            };
+            return Err(Error::InvalidArgument(format!(
+                "{what}: the header announces {expected} values ({detail}) but {len} arrived"
+            )));
+        }
+        Ok(h.batch)
+    }
+
+    fn open_run_state<'a>(&self, inner: &'a mut Inner, run_id: &str) -> Result<&'a mut RunState> {
+        match inner.runs.get_mut(run_id) {
+            None => Err(Error::NotFound(format!(
+                "unknown run '{run_id}': open it first"
+            ))),
+            Some(r) if r.row.status == "closed" => Err(Error::FailedPrecondition(format!(
+                "run '{run_id}' is closed"
+            ))),
+            Some(r) => Ok(r),
+        }
+    }
+
+    fn selection(&self, units: usize, model: usize) -> UnitSelection {
+        let mut cache = self.selections.lock().expect("selection cache lock");
+        cache
+            .entry((units, model))
+            .or_insert_with(|| self.models[model].1.selection(units, 0))
+            .clone()
+    }
+
+    fn summarise<T: Element>(
+        &self,
+        h: &SnapshotHeader,
+        batch: u32,
+        values: &[T],
+    ) -> Result<BTreeMap<String, ResultValue>> {
+        let draw = draw_id(&[
+            h.run_id.as_bytes(),
+            &h.point.to_le_bytes(),
+            &h.layer.index.to_le_bytes(),
+            h.measure.as_str().as_bytes(),
+            &batch.to_le_bytes(),
+        ]);
+        let shape: Vec<usize> = h.layer.weight_shape.iter().map(|&d| d as usize).collect();
+        let units = h.layer.units() as usize;
+        let mut out = BTreeMap::new();
+        for (i, (name, model)) in self.models.iter().enumerate() {
+            let value = match h.measure {
+                SnapshotMeasure::Weight => {
+                    let observer =
+                        WeightObserver::with_selection(*model, self.selection(values.len(), i));
+                    let stats = observer.observe(values, &shape, draw)?;
+                    ResultValue::Final(
+                        stats
+                            .values()
+                            .iter()
+                            .map(|v| (!v.is_nan()).then_some(*v))
+                            .collect(),
+                    )
+                }
+                SnapshotMeasure::Act => {
+                    let mut acc = ActivationAccumulator::with_selection(
+                        self.selection(units, i),
+                        *model,
+                        draw,
+                    );
+                    acc.push(values, h.examples as usize)?;
+                    ResultValue::Partial(acc.partial())
+                }
+                SnapshotMeasure::Gradavg if model.is_ideal() => {
+                    let mut acc = GradAvgAccumulator::new();
+                    acc.push(values)?;
+                    ResultValue::Partial(acc.partial())
+                }
+                SnapshotMeasure::Gradavg => ResultValue::Undefined,
+            };
+            out.insert(name.clone(), value);
+        }
+        Ok(out)
+    }
+
+    /// Completes a point: its rows are stored durably and become queryable.
+    pub fn complete_point(&self, msg: &CompletePoint) -> Result<PointAck> {
+        check_protocol(msg.protocol)?;
+        let mut inner = self.inner.lock().expect("store lock");
+        let run = self.open_run_state(&mut inner, &msg.run_id)?;
+        if run.completed.contains(&msg.point) {
+            return Err(Error::AlreadyExists(format!(
+                "point {} of run '{}' is already complete",
+                msg.point, msg.run_id
+            )));
+        }
+        match run.pending.get(&msg.point) {
+            Some(p) if !p.in_flight.is_empty() => {
+                return Err(Error::FailedPrecondition(format!(
+                    "{} snapshot(s) of point {} of run '{}' are still being stored; complete the point once they are acknowledged",
+                    p.in_flight.len(),
+                    msg.point,
+                    msg.run_id
+                )));
+            }
+            Some(p) if !p.layers.is_empty() => {}
+            _ => {
+                return Err(Error::InvalidArgument(format!(
+                    "point {} of run '{}' has no snapshots to complete",
+                    msg.point, msg.run_id
+                )));
+            }
+        }
+        let before = inner.tail.len();
+        self.commit(
+            &mut inner,
+            Record::CompletePoint {
+                run_id: msg.run_id.clone(),
+                point: msg.point,
+                step: msg.step,
+            },
+        )?;
+        let rows = (inner.tail.len() - before) as u64;
+        self.refresh_view(&inner, true);
+        Ok(PointAck { rows })
+    }
+
+    /// Closes a run; points not completed are dropped. Closing twice is a no-op.
+    pub fn close_run(&self, msg: &CloseRun) -> Result<()> {
+        check_protocol(msg.protocol)?;
+        let mut inner = self.inner.lock().expect("store lock");
+        match inner.runs.get(&msg.run_id) {
+            None => {
+                return Err(Error::NotFound(format!("unknown run '{}'", msg.run_id)));
+            }
+            Some(r) if r.row.status == "closed" => return Ok(()),
+            Some(_) => {}
+        }
+        self.commit(
+            &mut inner,
+            Record::CloseRun {
+                run_id: msg.run_id.clone(),
+                at_ms: now_ms(),
+            },
+        )?;
+        self.refresh_view(&inner, false);
+        Ok(())
+    }
+
+    /// Appends a record to the log (durably), then applies it.
+    fn commit(&self, inner: &mut Inner, record: Record) -> Result<()> {
+        inner.wal.append(std::slice::from_ref(&record))?;
+        inner.dirty = true;
+        self.apply(inner, record)
+    }
+
+    /// Applies a logged record to the in-memory state (at ingest and at replay).
+    fn apply(&self, inner: &mut Inner, record: Record) -> Result<()> {
+        match record {
+            Record::OpenRun { run, opened_at_ms } => {
+                inner
+                    .runs
+                    .entry(run.run_id.clone())
+                    .or_insert_with(|| RunState {
+                        row: RunRow {
+                            run_id: run.run_id.clone(),
+                            labels: run.labels.clone(),
+                            status: "open",
+                            opened_at_ms,
+                            closed_at_ms: None,
+                        },
+                        layers: BTreeMap::new(),
+                        pending: BTreeMap::new(),
+                        completed: BTreeSet::new(),
+                    });
+            }
+            Record::Snapshot {
+                run_id,
+                point,
+                layer,
+                measure,
+                batches,
+                results,
+            } => {
+                let Some(run) = inner.runs.get_mut(&run_id) else {
+                    return Err(Error::Corrupt(format!(
+                        "the log holds a snapshot of unknown run '{run_id}'"
+                    )));
+                };
+                let index = layer.index;
+                run.layers.entry(index).or_insert(layer);
+                let state = run
+                    .pending
+                    .entry(point)
+                    .or_default()
+                    .layers
+                    .entry(index)
+                    .or_default()
+                    .measures
+                    .entry(measure_key(measure))
+                    .or_default();
+                state.batches.extend(batches);
+                for (model, value) in results {
+                    match (state.results.get_mut(&model), value) {
+                        (Some(ResultValue::Partial(a)), ResultValue::Partial(b)) => a.merge(&b)?,
+                        (_, v) => {
+                            state.results.insert(model, v);
+                        }
+                    }
+                }
+            }
+            Record::CompletePoint {
+                run_id,
+                point,
+                step,
+            } => {
+                let Some(run) = inner.runs.get_mut(&run_id) else {
+                    return Err(Error::Corrupt(format!(
+                        "the log completes a point of unknown run '{run_id}'"
+                    )));
+                };
+                let pending = run.pending.remove(&point).unwrap_or_default();
+                run.completed.insert(point);
+                let rows = self.rows(&run_id, point, step, &run.layers, &pending)?;
+                inner.tail.extend(rows);
+            }
+            Record::CloseRun { run_id, at_ms } => {
+                if let Some(run) = inner.runs.get_mut(&run_id) {
+                    if !run.pending.is_empty() {
+                        tracing::warn!(
+                            run_id,
+                            points = run.pending.len(),
+                            "run closed with points never completed; they are dropped"
+                        );
+                    }
+                    run.pending.clear();
+                    run.row.status = "closed";
+                    run.row.closed_at_ms = Some(at_ms);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The rows of a completed point: one per layer × model.
+    fn rows(
+        &self,
+        run_id: &str,
+        point: u32,
+        step: Option<i64>,
+        layers: &BTreeMap<u32, LayerInfo>,
+        pending: &PendingPoint,
+    ) -> Result<Vec<ObservableRow>> {
+        let mut rows = Vec::new();
+        for (index, layer) in &pending.layers {
+            let info = &layers[index];
+            for (model, _) in &self.models {
+                let mut values = Vec::with_capacity(45);
+                for (measure, key) in [
+                    (Measure::Weight, "weight"),
+                    (Measure::Act, "act"),
+                    (Measure::GradAvg, "gradavg"),
+                ] {
+                    let n = measure.observable_count();
+                    match layer.measures.get(key).and_then(|m| m.results.get(model)) {
+                        Some(ResultValue::Final(v)) => values.extend(v.iter().copied()),
+                        Some(ResultValue::Partial(p)) => values.extend(
+                            p.finish()?
+                                .values()
+                                .iter()
+                                .map(|v| (!v.is_nan()).then_some(*v)),
+                        ),
+                        Some(ResultValue::Undefined) | None => {
+                            values.extend(std::iter::repeat_n(None, n))
+                        }
+                    }
+                }
+                rows.push(ObservableRow {
+                    run_id: run_id.to_string(),
+                    point,
+                    step,
+                    layer_index: *index,
+                    layer_name: info.name.clone(),
+                    position: info.position.as_str(),
+                    model: model.clone(),
+                    values,
+                });
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Publishes the current state to queries. `tail` rebuilds the tail batch too.
+    fn refresh_view(&self, inner: &Inner, tail: bool) {
+        let runs = runs_batch(inner.runs.values().map(|r| &r.row));
+        let layers = layers_batch(
+            inner
+                .runs
+                .iter()
+                .flat_map(|(id, r)| r.layers.values().map(move |l| (id.as_str(), l))),
+        );
+        let files = inner
+            .manifest
+            .observables
+            .iter()
+            .map(|f| self.dir.join("observables").join(f))
+            .collect();
+        let mut view = self.view.write().expect("query view lock");
+        view.runs = runs;
+        view.layers = layers;
+        view.files = files;
+        if tail {
+            view.tail = if inner.tail.is_empty() {
+                Vec::new()
+            } else {
+                vec![observables_batch(&inner.tail)]
+            };
+        }
+    }
+
+    /// Moves the rows in memory to a new Parquet file, rewrites `runs` and `layers`, and starts
+    /// a new log segment that holds only what is still pending. Nothing is lost if the process
+    /// dies at any step: the manifest names the current files and is replaced last.
+    pub fn checkpoint(&self) -> Result<()> {
+        let mut inner = self.inner.lock().expect("store lock");
+        if !inner.dirty && inner.tail.is_empty() {
+            return Ok(());
+        }
+        let seq = inner.manifest.next_seq;
+        let mut manifest = inner.manifest.clone();
+        if !inner.tail.is_empty() {
+            let batch = observables_batch(&inner.tail);
+            let batch = sort_observables(&batch)?;
+            let name = format!("part-{seq:08}.parquet");
+            write_parquet(
+                &self.dir.join("observables").join(&name),
+                &OBSERVABLES_SCHEMA,
+                &[batch],
+            )?;
+            manifest.observables.push(name);
+        }
+        let runs_name = format!("runs-{seq:08}.parquet");
+        write_parquet(
+            &self.dir.join("runs").join(&runs_name),
+            &RUNS_SCHEMA,
+            &[runs_batch(inner.runs.values().map(|r| &r.row))],
+        )?;
+        let layers_name = format!("layers-{seq:08}.parquet");
+        write_parquet(
+            &self.dir.join("layers").join(&layers_name),
+            &LAYERS_SCHEMA,
+            &[layers_batch(inner.runs.iter().flat_map(|(id, r)| {
+                r.layers.values().map(move |l| (id.as_str(), l))
+            }))],
+        )?;
+        // The new segment starts with the image of everything still pending.
+        let wal_dir = self.dir.join("wal");
+        let segment = inner.wal.seq + 1;
+        let mut wal = WalWriter::create(&wal_dir, segment, self.config.sync)?;
+        let mut image = Vec::new();
+        for (id, run) in &inner.runs {
+            if run.row.status == "closed" {
+                continue;
+            }
+            image.push(Record::OpenRun {
+                run: OpenRun {
+                    protocol: PROTOCOL_VERSION,
+                    run_id: id.clone(),
+                    labels: run.row.labels.clone(),
+                },
+                opened_at_ms: run.row.opened_at_ms,
+            });
+            for (point, p) in &run.pending {
+                for (index, layer) in &p.layers {
+                    for (key, m) in &layer.measures {
+                        image.push(Record::Snapshot {
+                            run_id: id.clone(),
+                            point: *point,
+                            layer: run.layers[index].clone(),
+                            measure: measure_from_key(key),
+                            batches: m.batches.iter().copied().collect(),
+                            results: m.results.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        wal.append(&image)?;
+        manifest.runs = Some(runs_name);
+        manifest.layers = Some(layers_name);
+        manifest.wal_from = segment;
+        manifest.next_seq = seq + 1;
+        let path = self.dir.join("manifest.json");
+        let tmp = self.dir.join("manifest.json.tmp");
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(&manifest).expect("manifest"),
+        )
+        .map_err(|e| Error::io(&tmp, e))?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+        crate::wal::sync_dir(&self.dir)?;
+        // The new state is current: the old files can go.
+        let rows = inner.tail.len();
+        inner.manifest = manifest;
+        inner.wal = wal;
+        inner.tail.clear();
+        inner.dirty = false;
+        remove_orphans(&self.dir, &inner.manifest)?;
+        self.refresh_view(&inner, true);
+        tracing::debug!(rows, seq, "checkpoint");
+        Ok(())
+    }
+}
+
+fn measure_from_key(key: &str) -> SnapshotMeasure {
+    match key {
+        "weight" => SnapshotMeasure::Weight,
+        "act" => SnapshotMeasure::Act,
+        _ => SnapshotMeasure::Gradavg,
+    }
+}
+
+fn sort_observables(batch: &RecordBatch) -> Result<RecordBatch> {
+    let columns: Vec<SortColumn> = ["run_id", "layer_index", "point", "model"]
+        .iter()
+        .map(|c| SortColumn {
+            values: batch.column_by_name(c).expect("key column").clone(),
+            options: None,
+        })
+        .collect();
+    let indices = lexsort_to_indices(&columns, None)?;
+    Ok(take_record_batch(batch, &indices)?)
+}
+
+/// Deletes files of interrupted or superseded checkpoints.
+fn remove_orphans(dir: &Path, manifest: &Manifest) -> Result<()> {
+    let keep: BTreeSet<&str> = manifest
+        .observables
+        .iter()
+        .map(String::as_str)
+        .chain(manifest.runs.as_deref())
+        .chain(manifest.layers.as_deref())
+        .collect();
+    for sub in ["observables", "runs", "layers"] {
+        let d = dir.join(sub);
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !keep.contains(name.as_str()) {
+                std::fs::remove_file(e.path()).map_err(|err| Error::io(&e.path(), err))?;
+            }
+        }
+    }
+    let wal_dir = dir.join("wal");
+    for seq in segments(&wal_dir)? {
+        if seq < manifest.wal_from {
+            let p = crate::wal::segment_path(&wal_dir, seq);
+            std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
+        }
+    }
+    Ok(())
+}
+
+fn load_runs(path: &Path) -> Result<Vec<RunRow>> {
+    let mut rows = Vec::new();
+    for b in read_parquet(path, None)? {
+        let s = |i: usize| b.column(i).as_string::<i32>().clone();
+        let (id, rule, arch, task, hp, status) = (s(0), s(1), s(2), s(3), s(7), s(8));
+        let bs = b.column(4).as_primitive::<UInt32Type>().clone();
+        let ms = b
+            .column(5)
+            .as_primitive::<arrow::datatypes::Int64Type>()
+            .clone();
+        let ds = b
+            .column(6)
+            .as_primitive::<arrow::datatypes::Int64Type>()
+            .clone();
+        let opened = b
+            .column(9)
+            .as_primitive::<TimestampMillisecondType>()
+            .clone();
+        let closed = b
+            .column(10)
+            .as_primitive::<TimestampMillisecondType>()
+            .clone();
+        let opt_s =
+            |a: &arrow::array::StringArray, i: usize| a.is_valid(i).then(|| a.value(i).to_string());
+        for i in 0..b.num_rows() {
+            rows.push(RunRow {
+                run_id: id.value(i).to_string(),
+                labels: RunLabels {
+                    learning_rule: opt_s(&rule, i),
+                    architecture: opt_s(&arch, i),
+                    task: opt_s(&task, i),
+                    batch_size: bs.is_valid(i).then(|| bs.value(i)),
+                    model_seed: ms.is_valid(i).then(|| ms.value(i)),
+                    data_seed: ds.is_valid(i).then(|| ds.value(i)),
+                    hyperparameters: opt_s(&hp, i).and_then(|t| serde_json::from_str(&t).ok()),
+                },
+                status: if status.value(i) == "closed" {
+                    "closed"
+                } else {
+                    "open"
+                },
+                opened_at_ms: opened.value(i),
+                closed_at_ms: closed.is_valid(i).then(|| closed.value(i)),
+            });
+        }
+    }
+    Ok(rows)
+}
+
+fn load_layers(path: &Path) -> Result<Vec<(String, LayerInfo)>> {
+    let mut out = Vec::new();
+    for b in read_parquet(path, None)? {
+        let s = |i: usize| b.column(i).as_string::<i32>().clone();
+        let (id, name, position, wshape, ashape) = (s(0), s(2), s(3), s(4), s(6));
+        let index = b.column(1).as_primitive::<UInt32Type>().clone();
+        let _ = b.column(5).as_primitive::<UInt64Type>();
+        let parse = |t: &str| -> Result<Vec<u64>> {
+            serde_json::from_str(t)
+                .map_err(|e| Error::Corrupt(format!("{}: shape {t:?}: {e}", path.display())))
+        };
+        for i in 0..b.num_rows() {
+            let position: Position =
+                serde_json::from_value(serde_json::Value::String(position.value(i).to_string()))
+                    .map_err(|e| Error::Corrupt(format!("{}: {e}", path.display())))?;
+            out.push((
+                id.value(i).to_string(),
+                LayerInfo {
+                    index: index.value(i),
+                    name: name.value(i).to_string(),
+                    position,
+                    weight_shape: parse(wshape.value(i))?,
+                    activation_shape: parse(ashape.value(i))?,
+                },
+            ));
+        }
+    }
+    Ok(out)
+}

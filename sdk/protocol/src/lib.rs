@@ -1,0 +1,276 @@
+//! # lrid-protocol
+//!
+//! The ingest protocol between a training job (the SDK's `Recorder`) and `lrid serve`, version
+//! [`PROTOCOL_VERSION`]. Everything travels over one Arrow Flight port:
+//!
+//! | step | Flight call | body |
+//! |---|---|---|
+//! | open a run | `DoAction` type [`ACTION_OPEN_RUN`] | JSON [`OpenRun`] |
+//! | send a snapshot | `DoPut`, descriptor `CMD` = protobuf `Any` with type URL [`SNAPSHOT_TYPE_URL`] and a JSON [`SnapshotHeader`] as value; then record batches of one column `value` (Float32 or Float64, not null): the tensor's values in C order, in as many batches as convenient | one `PutResult` once the snapshot's statistics are durable; its `app_metadata` is a JSON [`SnapshotAck`] |
+//! | complete a point | `DoAction` type [`ACTION_COMPLETE_POINT`] | JSON [`CompletePoint`] → JSON [`PointAck`] |
+//! | close a run | `DoAction` type [`ACTION_CLOSE_RUN`] | JSON [`CloseRun`] |
+//!
+//! Measures (spec §1): `weight` — the layer's kernel (`weight_shape`); `act` — the layer's output
+//! on evaluation examples, `examples × activation_shape` values, the examples of one evaluation
+//! pass possibly spread over several snapshots; `gradavg` — one layer-wise activity change per
+//! example. A point's rows become queryable when the point is completed. Every message carries
+//! `protocol`; a server refuses a version it does not speak.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The protocol version this crate speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// `DoAction` type that opens a run.
+pub const ACTION_OPEN_RUN: &str = "lrid.open_run";
+/// `DoAction` type that completes a trajectory point.
+pub const ACTION_COMPLETE_POINT: &str = "lrid.complete_point";
+/// `DoAction` type that closes a run.
+pub const ACTION_CLOSE_RUN: &str = "lrid.close_run";
+/// `Any.type_url` of a snapshot `DoPut` descriptor.
+pub const SNAPSHOT_TYPE_URL: &str = "type.lrid.dev/lrid.v1.Snapshot";
+/// Name of the single column of snapshot record batches.
+pub const VALUE_COLUMN: &str = "value";
+/// Largest gRPC message the server accepts and the SDK sends (bytes).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// Values per record batch the SDK sends (4 MiB of f32), well under [`MAX_MESSAGE_BYTES`].
+pub const CHUNK_VALUES: usize = 1 << 20;
+
+/// Labels of a run: what is known of how the network is trained. All optional.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunLabels {
+    /// `sgdm`, `adam`, `feedback`, `information`, … when known (virtual experiments).
+    pub learning_rule: Option<String>,
+    pub architecture: Option<String>,
+    pub task: Option<String>,
+    pub batch_size: Option<u32>,
+    pub model_seed: Option<i64>,
+    pub data_seed: Option<i64>,
+    /// Free-form hyperparameters.
+    pub hyperparameters: Option<serde_json::Value>,
+}
+
+/// Opens a run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenRun {
+    pub protocol: u32,
+    pub run_id: String,
+    #[serde(default)]
+    pub labels: RunLabels,
+}
+
+/// Where a layer sits in its network (spec §1.6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Position {
+    Early,
+    Middle,
+    Deep,
+}
+
+impl Position {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Position::Early => "early",
+            Position::Middle => "middle",
+            Position::Deep => "deep",
+        }
+    }
+
+    /// The spec's rule for layer `index` of `count`: thirds, the last absorbing the remainder.
+    pub fn of(index: usize, count: usize) -> Position {
+        let g = count / 3;
+        if index < g {
+            Position::Early
+        } else if index < 2 * g {
+            Position::Middle
+        } else {
+            Position::Deep
+        }
+    }
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A layer of a run. The same index must always carry the same description.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerInfo {
+    pub index: u32,
+    pub name: String,
+    pub position: Position,
+    /// Shape of the forward kernel.
+    pub weight_shape: Vec<u64>,
+    /// Shape of one example's output (all axes but the batch axis).
+    pub activation_shape: Vec<u64>,
+}
+
+impl LayerInfo {
+    pub fn weight_count(&self) -> u64 {
+        self.weight_shape.iter().product()
+    }
+
+    pub fn units(&self) -> u64 {
+        self.activation_shape.iter().product()
+    }
+}
+
+/// What a snapshot holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SnapshotMeasure {
+    Weight,
+    Act,
+    Gradavg,
+}
+
+impl SnapshotMeasure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SnapshotMeasure::Weight => "weight",
+            SnapshotMeasure::Act => "act",
+            SnapshotMeasure::Gradavg => "gradavg",
+        }
+    }
+}
+
+/// The descriptor of a snapshot `DoPut`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotHeader {
+    pub protocol: u32,
+    pub run_id: String,
+    /// Trajectory point (0 = initialisation).
+    pub point: u32,
+    pub layer: LayerInfo,
+    pub measure: SnapshotMeasure,
+    /// Examples in this snapshot (`act`, `gradavg`); 0 for weights.
+    #[serde(default)]
+    pub examples: u64,
+    /// Which batch of the evaluation pass this is (`act`, `gradavg`: 0, 1, 2, …; weights: 0).
+    /// A batch is stored once: a retried snapshot is refused with AlreadyExists.
+    #[serde(default)]
+    pub batch: u32,
+}
+
+impl SnapshotHeader {
+    /// Values the record batches must hold in total.
+    pub fn expected_values(&self) -> u64 {
+        match self.measure {
+            SnapshotMeasure::Weight => self.layer.weight_count(),
+            SnapshotMeasure::Act => self.examples * self.layer.units(),
+            SnapshotMeasure::Gradavg => self.examples,
+        }
+    }
+}
+
+/// The acknowledgement of a snapshot: its statistics are durable.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotAck {
+    pub values: u64,
+}
+
+/// Completes a trajectory point: its rows become queryable.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompletePoint {
+    pub protocol: u32,
+    pub run_id: String,
+    pub point: u32,
+    /// Training step of the point, if known.
+    #[serde(default)]
+    pub step: Option<i64>,
+}
+
+/// The answer to [`CompletePoint`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PointAck {
+    /// Rows stored (layers × measurement models).
+    pub rows: u64,
+}
+
+/// Closes a run; points not completed are dropped.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloseRun {
+    pub protocol: u32,
+    pub run_id: String,
+}
+
+/// Checks a run id: 1–128 characters of `[A-Za-z0-9._:/-]`.
+pub fn validate_run_id(run_id: &str) -> Result<(), String> {
+    let ok = !run_id.is_empty()
+        && run_id.len() <= 128
+        && run_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._:/-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid run id {run_id:?}: use 1 to 128 characters among letters, digits and . _ : / -"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_follow_the_thirds_rule() {
+        let p: Vec<_> = (0..4).map(|i| Position::of(i, 4)).collect();
+        assert_eq!(
+            p,
+            [
+                Position::Early,
+                Position::Middle,
+                Position::Deep,
+                Position::Deep
+            ]
+        );
+        // ResNet-18: 22 layers → 7 early, 7 middle, 8 deep.
+        let r: Vec<_> = (0..22).map(|i| Position::of(i, 22)).collect();
+        assert_eq!(r.iter().filter(|&&x| x == Position::Early).count(), 7);
+        assert_eq!(r.iter().filter(|&&x| x == Position::Deep).count(), 8);
+    }
+
+    #[test]
+    fn headers_round_trip_and_count_values() {
+        let h = SnapshotHeader {
+            protocol: PROTOCOL_VERSION,
+            run_id: "r1".into(),
+            point: 3,
+            layer: LayerInfo {
+                index: 0,
+                name: "conv1".into(),
+                position: Position::Early,
+                weight_shape: vec![32, 3, 5, 5],
+                activation_shape: vec![32, 32, 32],
+            },
+            measure: SnapshotMeasure::Act,
+            examples: 10,
+            batch: 0,
+        };
+        let json = serde_json::to_string(&h).unwrap();
+        assert_eq!(serde_json::from_str::<SnapshotHeader>(&json).unwrap(), h);
+        assert_eq!(h.expected_values(), 10 * 32 * 32 * 32);
+        assert!(serde_json::from_str::<SnapshotHeader>(r#"{"protocol":1}"#).is_err());
+    }
+
+    #[test]
+    fn run_ids_are_checked() {
+        assert!(validate_run_id("sweep/knet4-sgdm-0:1").is_ok());
+        assert!(validate_run_id("").is_err());
+        assert!(validate_run_id("a b").is_err());
+        assert!(validate_run_id(&"x".repeat(129)).is_err());
+    }
+}
