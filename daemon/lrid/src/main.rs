@@ -3,7 +3,10 @@
 //! The `lrid` command line. In: arguments, files named on them, `RUST_LOG`. Out: results on
 //! stdout, logs on stderr, and on failure one line `error: …` with a non-zero exit status.
 
+mod config;
 mod npy;
+mod serve;
+mod sql;
 mod stats_cmd;
 
 use std::process::ExitCode;
@@ -26,6 +29,10 @@ struct Cli {
 enum Command {
     /// Print every observable statistic of one measure of a tensor stored as .npy.
     Stats(stats_cmd::StatsArgs),
+    /// Run the daemon: Arrow Flight ingest and Flight SQL on one port.
+    Serve(serve::ServeArgs),
+    /// Run a SQL query on a running daemon.
+    Sql(sql::SqlArgs),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +56,8 @@ fn main() -> ExitCode {
     } else {
         match cli.command {
             Some(Command::Stats(args)) => stats_cmd::run(&args),
+            Some(Command::Serve(args)) => serve::run(&args),
+            Some(Command::Sql(args)) => sql::run(&args),
             None => {
                 use clap::CommandFactory;
                 Cli::command().print_help().ok();

@@ -1,0 +1,71 @@
+//! `lrid serve`: the daemon.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use lrid_server::Server;
+use lrid_store::Store;
+
+use crate::config::Config;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Configuration file (defaults: config/lrid.toml, embedded).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on, e.g. 127.0.0.1:50051 (port 0: any free port).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Folder of the Parquet tables and the write-ahead log.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Bearer token every call must carry.
+    #[arg(long, env = "LRID_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+pub fn run(args: &ServeArgs) -> Result<()> {
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::embedded(),
+    };
+    if let Some(l) = &args.listen {
+        config.server.listen = l.clone();
+    }
+    if let Some(d) = &args.data_dir {
+        config.store.data_dir = d.clone();
+    }
+    if args.token.is_some() {
+        config.server.token = args.token.clone();
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let store = Store::open(config.store.clone())
+            .await
+            .with_context(|| format!("cannot open the store in {}", config.store.data_dir.display()))?;
+        let server = Server::bind(config.server.clone(), store.clone()).await?;
+        let addr = server.local_addr();
+        // The first line on stdout: tests and scripts read the address from it.
+        println!("lrid serve listening on {addr} (data in {})", store.dir().display());
+        std::io::stdout().flush().ok();
+        tracing::info!(%addr, data = %store.dir().display(), "serving");
+        server.run(shutdown_signal()).await?;
+        tracing::info!("stopped; everything acknowledged is in the store");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+    tracing::info!("shutting down: finishing calls in progress, then a checkpoint");
+}

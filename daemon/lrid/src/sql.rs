@@ -1,0 +1,99 @@
+//! `lrid sql "SELECT …"`: a Flight SQL client of `lrid serve`.
+
+use anyhow::{Context, Result};
+use arrow::array::RecordBatch;
+use arrow_flight::sql::client::FlightSqlServiceClient;
+use clap::{Args, ValueEnum};
+use futures::TryStreamExt;
+use tonic::transport::Endpoint;
+
+#[derive(Debug, Args)]
+pub struct SqlArgs {
+    /// The query.
+    query: String,
+    /// The daemon's address.
+    #[arg(long, default_value = "http://127.0.0.1:50051", env = "LRID_SERVER")]
+    server: String,
+    /// Bearer token, when the daemon needs one.
+    #[arg(long, env = "LRID_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+pub fn run(args: &SqlArgs) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let batches = runtime.block_on(query(args))?;
+    let mut out = std::io::stdout().lock();
+    match args.format {
+        Format::Table => {
+            let table = arrow::util::pretty::pretty_format_batches(&batches)?;
+            use std::io::Write;
+            writeln!(out, "{table}")?;
+        }
+        Format::Csv => {
+            let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(out);
+            for b in &batches {
+                w.write(b)?;
+            }
+        }
+        Format::Json => {
+            let mut w = arrow::json::ArrayWriter::new(out);
+            let refs: Vec<&RecordBatch> = batches.iter().collect();
+            w.write_batches(&refs)?;
+            w.finish()?;
+            use std::io::Write;
+            writeln!(w.into_inner())?;
+        }
+    }
+    Ok(())
+}
+
+async fn query(args: &SqlArgs) -> Result<Vec<RecordBatch>> {
+    let url = if args.server.contains("://") {
+        args.server.clone()
+    } else {
+        format!("http://{}", args.server)
+    };
+    let channel = Endpoint::from_shared(url.clone())
+        .with_context(|| format!("'{}' is not a server address", args.server))?
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach lrid at {url}; is `lrid serve` running?"))?;
+    let mut client = FlightSqlServiceClient::new(channel);
+    if let Some(t) = &args.token {
+        client.set_header("authorization", format!("Bearer {t}"));
+    }
+    let info = client
+        .execute(args.query.clone(), None)
+        .await
+        .map_err(flight_error)?;
+    let mut batches = Vec::new();
+    for endpoint in info.endpoint {
+        let ticket = endpoint.ticket.context("the server sent an endpoint without a ticket")?;
+        let stream = client.do_get(ticket).await.map_err(flight_error)?;
+        batches.extend(stream.try_collect::<Vec<_>>().await.map_err(flight_error)?);
+    }
+    Ok(batches)
+}
+
+/// The server's message, without the transport's wrapping.
+fn flight_error(e: arrow_flight::error::FlightError) -> anyhow::Error {
+    match e {
+        arrow_flight::error::FlightError::Tonic(s) => {
+            anyhow::anyhow!("{} ({:?})", s.message(), s.code())
+        }
+        other => anyhow::anyhow!("{other}"),
+    }
+}

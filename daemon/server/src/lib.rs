@@ -1,0 +1,188 @@
+//! # lrid-server
+//!
+//! The Arrow Flight service of `lrid serve`. In: gRPC calls on one port — the lrid ingest
+//! protocol (`DoAction` for runs and points, `DoPut` for snapshots; see `lrid-protocol`) and
+//! Flight SQL (statements, prepared statements, catalog metadata) from ADBC, JDBC, pyarrow or
+//! `lrid sql`. Out: calls into the [`lrid_store::Store`], and query results as Arrow streams.
+//! Errors become Flight statuses in one place ([`status`]).
+
+mod service;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_flight::flight_service_server::FlightServiceServer;
+use lrid_store::Store;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tonic::{Request, Status};
+
+pub use service::LridFlightService;
+
+/// Network settings of the service.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: String,
+    /// When set, every call must carry `authorization: Bearer <token>`.
+    pub token: Option<String>,
+    /// Largest gRPC message accepted or sent.
+    pub max_message_bytes: usize,
+    /// How often rows waiting in memory are checked for a checkpoint to Parquet.
+    pub checkpoint_interval_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:50051".into(),
+            token: None,
+            max_message_bytes: lrid_protocol::MAX_MESSAGE_BYTES,
+            checkpoint_interval_ms: 5_000,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Loopback, a free port.
+    pub fn test_config() -> Self {
+        Self {
+            listen: "127.0.0.1:0".into(),
+            checkpoint_interval_ms: 200,
+            ..Self::default()
+        }
+    }
+}
+
+/// Errors of the server itself (not of a call).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("the Flight service failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Store(#[from] lrid_store::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The one place where a store error becomes a Flight status.
+pub fn status(e: lrid_store::Error) -> Status {
+    use lrid_store::Error as E;
+    match e {
+        E::InvalidArgument(m) => Status::invalid_argument(m),
+        E::Stats(e) => Status::invalid_argument(e.to_string()),
+        E::NotFound(m) => Status::not_found(m),
+        E::AlreadyExists(m) => Status::already_exists(m),
+        E::FailedPrecondition(m) => Status::failed_precondition(m),
+        E::DataFusion(e) => datafusion_status(e),
+        other => Status::internal(other.to_string()),
+    }
+}
+
+/// A query error: the user's mistake (InvalidArgument) or the server's (Internal).
+pub fn datafusion_status(e: datafusion::error::DataFusionError) -> Status {
+    use datafusion::error::DataFusionError as D;
+    match e.find_root() {
+        D::SQL(..) | D::Plan(_) | D::SchemaError(..) | D::NotImplemented(_) => {
+            Status::invalid_argument(e.to_string())
+        }
+        D::ResourcesExhausted(_) => Status::resource_exhausted(e.to_string()),
+        _ => Status::internal(e.to_string()),
+    }
+}
+
+/// A bound, not yet running server.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    service: LridFlightService,
+    config: ServerConfig,
+    store: Arc<Store>,
+}
+
+impl Server {
+    /// Binds the listening socket.
+    pub async fn bind(config: ServerConfig, store: Arc<Store>) -> Result<Server> {
+        let listener = TcpListener::bind(&config.listen)
+            .await
+            .map_err(|source| Error::Listen {
+                addr: config.listen.clone(),
+                source,
+            })?;
+        Ok(Server {
+            listener,
+            service: LridFlightService::new(store.clone()),
+            config,
+            store,
+        })
+    }
+
+    /// The address actually bound (with the port chosen for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound socket")
+    }
+
+    /// Serves until `shutdown` resolves, then checkpoints the store.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+        let token = self.config.token.clone();
+        let check = move |req: Request<()>| -> Result<Request<()>, Status> {
+            let Some(token) = &token else {
+                return Ok(req);
+            };
+            let given = req
+                .metadata()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            if given == Some(token.as_str()) {
+                Ok(req)
+            } else {
+                Err(Status::unauthenticated(
+                    "this lrid server needs 'authorization: Bearer <token>'",
+                ))
+            }
+        };
+        let max = self.config.max_message_bytes;
+        let server = FlightServiceServer::new(self.service)
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max);
+        let svc = tonic::service::interceptor::InterceptedService::new(server, check);
+        let store = self.store.clone();
+        let interval = Duration::from_millis(self.config.checkpoint_interval_ms.max(10));
+        let checkpoints = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            loop {
+                tick.tick().await;
+                let s = store.clone();
+                if s.tail_rows() == 0 {
+                    continue;
+                }
+                match tokio::task::spawn_blocking(move || s.checkpoint()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!("checkpoint failed: {e}"),
+                    Err(e) => tracing::error!("checkpoint task failed: {e}"),
+                }
+            }
+        });
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(self.listener);
+        let served = tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await;
+        checkpoints.abort();
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.checkpoint())
+            .await
+            .expect("checkpoint task")?;
+        served?;
+        Ok(())
+    }
+}
+
