@@ -45,13 +45,19 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let store = Store::open(config.store.clone())
-            .await
-            .with_context(|| format!("cannot open the store in {}", config.store.data_dir.display()))?;
+        let store = Store::open(config.store.clone()).await.with_context(|| {
+            format!(
+                "cannot open the store in {}",
+                config.store.data_dir.display()
+            )
+        })?;
         let server = Server::bind(config.server.clone(), store.clone()).await?;
         let addr = server.local_addr();
         // The first line on stdout: tests and scripts read the address from it.
-        println!("lrid serve listening on {addr} (data in {})", store.dir().display());
+        println!(
+            "lrid serve listening on {addr} (data in {})",
+            store.dir().display()
+        );
         std::io::stdout().flush().ok();
         tracing::info!(%addr, data = %store.dir().display(), "serving");
         server.run(shutdown_signal()).await?;

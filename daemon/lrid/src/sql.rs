@@ -43,7 +43,9 @@ pub fn run(args: &SqlArgs) -> Result<()> {
             writeln!(out, "{table}")?;
         }
         Format::Csv => {
-            let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(out);
+            let mut w = arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(out);
             for b in &batches {
                 w.write(b)?;
             }
@@ -81,7 +83,9 @@ async fn query(args: &SqlArgs) -> Result<Vec<RecordBatch>> {
         .map_err(flight_error)?;
     let mut batches = Vec::new();
     for endpoint in info.endpoint {
-        let ticket = endpoint.ticket.context("the server sent an endpoint without a ticket")?;
+        let ticket = endpoint
+            .ticket
+            .context("the server sent an endpoint without a ticket")?;
         let stream = client.do_get(ticket).await.map_err(flight_error)?;
         batches.extend(stream.try_collect::<Vec<_>>().await.map_err(flight_error)?);
     }

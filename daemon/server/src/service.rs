@@ -146,7 +146,8 @@ impl LridFlightService {
             Status::invalid_argument(format!("the snapshot header is not valid JSON: {e}"))
         })?;
         let expected = header.expected_values();
-        let stream = request.into_inner().into_inner();
+        // The peekable stream still yields the first message (schema and descriptor).
+        let stream = request.into_inner();
         let mut batches =
             FlightRecordBatchStream::new_from_flight_data(stream.map_err(FlightError::from));
         let mut f32s: Vec<f32> = Vec::new();
@@ -230,10 +231,16 @@ fn param_values(batch: &RecordBatch) -> Result<ParamValues, Status> {
         .map(|c| datafusion::scalar::ScalarValue::try_from_array(c, 0))
         .collect::<Result<Vec<_>, _>>()
         .map_err(datafusion_status)?;
-    Ok(ParamValues::List(values.into_iter().map(Into::into).collect()))
+    Ok(ParamValues::List(
+        values.into_iter().map(Into::into).collect(),
+    ))
 }
 
-fn flight_info(schema: &Schema, ticket: Vec<u8>, descriptor: FlightDescriptor) -> Result<FlightInfo, Status> {
+fn flight_info(
+    schema: &Schema,
+    ticket: Vec<u8>,
+    descriptor: FlightDescriptor,
+) -> Result<FlightInfo, Status> {
     let endpoint = FlightEndpoint::new().with_ticket(Ticket {
         ticket: ticket.into(),
     });
@@ -254,7 +261,11 @@ fn one_batch(batch: RecordBatch) -> Response<BoxStream<arrow_flight::FlightData>
 }
 
 fn table_types_batch() -> RecordBatch {
-    let schema = Arc::new(Schema::new(vec![Field::new("table_type", DataType::Utf8, false)]));
+    let schema = Arc::new(Schema::new(vec![Field::new(
+        "table_type",
+        DataType::Utf8,
+        false,
+    )]));
     let types: ArrayRef = Arc::new(StringArray::from(vec!["BASE TABLE", "VIEW"]));
     RecordBatch::try_new(schema, vec![types]).expect("table types")
 }
@@ -272,7 +283,9 @@ impl FlightSqlService for LridFlightService {
             protocol_version: 0,
             payload: Default::default(),
         };
-        Ok(Response::new(Box::pin(futures::stream::iter([Ok(response)]))))
+        Ok(Response::new(Box::pin(futures::stream::iter([Ok(
+            response,
+        )]))))
     }
 
     async fn get_flight_info_statement(
@@ -363,12 +376,14 @@ impl FlightSqlService for LridFlightService {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
         let (handle, _) = self.prepared(&query.prepared_statement_handle)?;
-        let stream = request.into_inner().into_inner();
+        let stream = request.into_inner();
         let batches: Vec<RecordBatch> =
             FlightRecordBatchStream::new_from_flight_data(stream.map_err(FlightError::from))
                 .try_collect()
                 .await
-                .map_err(|e| Status::invalid_argument(format!("cannot decode the parameters: {e}")))?;
+                .map_err(|e| {
+                    Status::invalid_argument(format!("cannot decode the parameters: {e}"))
+                })?;
         let params = match batches.len() {
             0 => None,
             1 => Some(batches.into_iter().next().expect("one")),
@@ -378,7 +393,12 @@ impl FlightSqlService for LridFlightService {
                 )));
             }
         };
-        if let Some(p) = self.prepared.lock().expect("prepared lock").get_mut(&handle) {
+        if let Some(p) = self
+            .prepared
+            .lock()
+            .expect("prepared lock")
+            .get_mut(&handle)
+        {
             p.params = params;
         }
         Ok(DoPutPreparedStatementResult {
@@ -415,8 +435,12 @@ impl FlightSqlService for LridFlightService {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = query.clone().into_builder().schema();
-        let info = flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())?;
+        let schema = query.into_builder().schema();
+        let info = flight_info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )?;
         Ok(Response::new(info))
     }
 
@@ -438,7 +462,11 @@ impl FlightSqlService for LridFlightService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = query.clone().into_builder().schema();
-        let info = flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())?;
+        let info = flight_info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )?;
         Ok(Response::new(info))
     }
 
@@ -465,7 +493,11 @@ impl FlightSqlService for LridFlightService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = query.clone().into_builder().schema();
-        let info = flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())?;
+        let info = flight_info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )?;
         Ok(Response::new(info))
     }
 
@@ -493,7 +525,13 @@ impl FlightSqlService for LridFlightService {
                         _ => "BASE TABLE",
                     };
                     builder
-                        .append(&catalog_name, &schema_name, &table_name, kind, &table.schema())
+                        .append(
+                            &catalog_name,
+                            &schema_name,
+                            &table_name,
+                            kind,
+                            &table.schema(),
+                        )
                         .map_err(Status::from)?;
                 }
             }
@@ -528,7 +566,11 @@ impl FlightSqlService for LridFlightService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = query.clone().into_builder(&SQL_INFO).schema();
-        let info = flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())?;
+        let info = flight_info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )?;
         Ok(Response::new(info))
     }
 
@@ -537,7 +579,10 @@ impl FlightSqlService for LridFlightService {
         query: CommandGetSqlInfo,
         _request: Request<Ticket>,
     ) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
-        let batch = query.into_builder(&SQL_INFO).build().map_err(Status::from)?;
+        let batch = query
+            .into_builder(&SQL_INFO)
+            .build()
+            .map_err(Status::from)?;
         Ok(one_batch(batch))
     }
 
@@ -595,7 +640,10 @@ impl FlightSqlService for LridFlightService {
         Some(
             [
                 (ACTION_OPEN_RUN, "Open a run (JSON OpenRun)"),
-                (ACTION_COMPLETE_POINT, "Complete a trajectory point (JSON CompletePoint)"),
+                (
+                    ACTION_COMPLETE_POINT,
+                    "Complete a trajectory point (JSON CompletePoint)",
+                ),
                 (ACTION_CLOSE_RUN, "Close a run (JSON CloseRun)"),
             ]
             .into_iter()

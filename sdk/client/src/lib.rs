@@ -1,0 +1,602 @@
+//! # lrid-sdk
+//!
+//! Records a training job's layer observables into `lrid serve`. In: the job's tensors
+//! (`&[f32]` + shape) at each trajectory point. Out: the lrid ingest protocol over Arrow Flight
+//! (see [`lrid_protocol`]), sent by a background thread.
+//!
+//! The training loop never waits on the network: every `record_*` call copies the values into a
+//! bounded buffer ([`RecorderConfig::buffer_bytes`]) and returns. A call that would overflow the
+//! buffer returns [`Error::BufferFull`] at once, so the job decides (wait with
+//! [`Recorder::flush`], skip, stop); nothing is dropped silently. When the daemon is down the
+//! sender retries with exponential backoff and says so in the log and in [`Recorder::status`];
+//! a message the daemon refuses is reported by the next call (and by [`Recorder::flush`]).
+//!
+//! ```no_run
+//! use lrid_sdk::{Recorder, RecorderConfig, LayerInfo, Position, RunLabels};
+//! let rec = Recorder::open(RecorderConfig::new("http://127.0.0.1:50051"), "run-1", RunLabels::default())?;
+//! let conv1 = LayerInfo { index: 0, name: "conv1".into(), position: Position::Early,
+//!     weight_shape: vec![32, 3, 5, 5], activation_shape: vec![32, 32, 32] };
+//! let weights = vec![0.0f32; 32 * 3 * 5 * 5];
+//! rec.record_weights(0, &conv1, &weights)?;
+//! rec.complete_point(0, Some(0))?;
+//! rec.close()?;
+//! # Ok::<(), lrid_sdk::Error>(())
+//! ```
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use arrow::array::{Float32Array, RecordBatch};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::flight_service_client::FlightServiceClient;
+use arrow_flight::{Action, FlightDescriptor};
+use futures::{StreamExt, TryStreamExt};
+use lrid_protocol::{
+    ACTION_CLOSE_RUN, ACTION_COMPLETE_POINT, ACTION_OPEN_RUN, CHUNK_VALUES, CloseRun,
+    CompletePoint, MAX_MESSAGE_BYTES, OpenRun, PROTOCOL_VERSION, SNAPSHOT_TYPE_URL, SnapshotHeader,
+    VALUE_COLUMN,
+};
+pub use lrid_protocol::{LayerInfo, Position, RunLabels, SnapshotMeasure};
+use prost::Message;
+use tokio::sync::{mpsc, oneshot};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+/// Errors of the recorder.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum Error {
+    #[error("'{0}' is not a server address: {1}")]
+    Address(String, String),
+    #[error(
+        "the recording buffer is full: {needed} more bytes do not fit ({used} of {capacity} in use); flush, skip this snapshot or raise buffer_bytes"
+    )]
+    BufferFull {
+        needed: usize,
+        used: usize,
+        capacity: usize,
+    },
+    #[error("lrid refused {what}: {message} ({code:?})")]
+    Rejected {
+        what: String,
+        code: Code,
+        message: String,
+    },
+    #[error("lrid at {server} is unreachable after {attempts} attempts: {last}")]
+    Unreachable {
+        server: String,
+        attempts: u32,
+        last: String,
+    },
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("the recorder is closed")]
+    Closed,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How the recorder reaches the daemon.
+#[derive(Clone, Debug)]
+pub struct RecorderConfig {
+    /// `http://host:port` of `lrid serve`.
+    pub server: String,
+    /// Bearer token, when the daemon needs one.
+    pub token: Option<String>,
+    /// Bytes of tensor values that may wait to be sent.
+    pub buffer_bytes: usize,
+    /// First wait after a failed attempt; doubles up to `max_backoff`.
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    /// How long one message may keep failing to reach the daemon before it is given up (and
+    /// reported as [`Error::Unreachable`]).
+    pub give_up_after: Duration,
+}
+
+impl RecorderConfig {
+    pub fn new(server: impl Into<String>) -> Self {
+        Self {
+            server: server.into(),
+            token: None,
+            buffer_bytes: 512 << 20,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            give_up_after: Duration::from_secs(300),
+        }
+    }
+}
+
+/// What the sender is doing.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SenderStatus {
+    /// The last message reached the daemon.
+    Connected,
+    /// The daemon cannot be reached; messages wait and are retried.
+    Retrying { attempts: u32, last_error: String },
+}
+
+enum Job {
+    Action {
+        kind: &'static str,
+        what: String,
+        body: Vec<u8>,
+    },
+    Snapshot {
+        header: SnapshotHeader,
+        values: Float32Array,
+    },
+    Flush(oneshot::Sender<()>),
+}
+
+#[derive(Debug)]
+struct Shared {
+    used: AtomicUsize,
+    errors: Mutex<Vec<Error>>,
+    status: Mutex<SenderStatus>,
+}
+
+/// Records one run. Cheap to share by reference across the training loop; every method is
+/// non-blocking except [`Recorder::flush`] and [`Recorder::close`].
+#[derive(Debug)]
+pub struct Recorder {
+    run_id: String,
+    config: RecorderConfig,
+    tx: Mutex<Option<mpsc::UnboundedSender<Job>>>,
+    shared: Arc<Shared>,
+    worker: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Job::Action { kind, .. } => write!(f, "Action({kind})"),
+            Job::Snapshot { header, .. } => write!(f, "Snapshot({})", header.layer.name),
+            Job::Flush(_) => write!(f, "Flush"),
+        }
+    }
+}
+
+impl Recorder {
+    /// Starts the sender and queues the opening of run `run_id`. Does not wait for the daemon.
+    pub fn open(config: RecorderConfig, run_id: &str, labels: RunLabels) -> Result<Recorder> {
+        lrid_protocol::validate_run_id(run_id).map_err(Error::InvalidArgument)?;
+        let endpoint = Endpoint::from_shared(config.server.clone())
+            .map_err(|e| Error::Address(config.server.clone(), e.to_string()))?
+            .connect_timeout(Duration::from_secs(5));
+        let shared = Arc::new(Shared {
+            used: AtomicUsize::new(0),
+            errors: Mutex::new(Vec::new()),
+            status: Mutex::new(SenderStatus::Connected),
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        let sender = Sender {
+            endpoint,
+            config: config.clone(),
+            shared: shared.clone(),
+            client: None,
+        };
+        let worker = std::thread::Builder::new()
+            .name("lrid-recorder".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("recorder runtime");
+                rt.block_on(sender.run(rx));
+            })
+            .expect("recorder thread");
+        let rec = Recorder {
+            run_id: run_id.to_string(),
+            config,
+            tx: Mutex::new(Some(tx)),
+            shared,
+            worker: Mutex::new(Some(worker)),
+        };
+        let body = serde_json::to_vec(&OpenRun {
+            protocol: PROTOCOL_VERSION,
+            run_id: run_id.to_string(),
+            labels,
+        })
+        .expect("json");
+        rec.send(Job::Action {
+            kind: ACTION_OPEN_RUN,
+            what: format!("opening run '{run_id}'"),
+            body,
+        })?;
+        Ok(rec)
+    }
+
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// Whether the daemon is being reached.
+    pub fn status(&self) -> SenderStatus {
+        self.shared.status.lock().expect("status lock").clone()
+    }
+
+    /// Bytes waiting to be sent.
+    pub fn buffered_bytes(&self) -> usize {
+        self.shared.used.load(Ordering::SeqCst)
+    }
+
+    fn take_error(&self) -> Result<()> {
+        let mut errors = self.shared.errors.lock().expect("errors lock");
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.remove(0))
+        }
+    }
+
+    fn send(&self, job: Job) -> Result<()> {
+        let tx = self.tx.lock().expect("sender lock");
+        let tx = tx.as_ref().ok_or(Error::Closed)?;
+        tx.send(job).map_err(|_| Error::Closed)
+    }
+
+    fn snapshot(&self, header: SnapshotHeader, values: &[f32]) -> Result<()> {
+        self.take_error()?;
+        if header.expected_values() != values.len() as u64 {
+            return Err(Error::InvalidArgument(format!(
+                "{} of layer {} ({}): {} values given, the shapes say {}",
+                header.measure.as_str(),
+                header.layer.index,
+                header.layer.name,
+                values.len(),
+                header.expected_values()
+            )));
+        }
+        let bytes = size_of_val(values);
+        let capacity = self.config.buffer_bytes;
+        let reserved = self
+            .shared
+            .used
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
+                (used + bytes <= capacity).then_some(used + bytes)
+            });
+        if let Err(used) = reserved {
+            return Err(Error::BufferFull {
+                needed: bytes,
+                used,
+                capacity,
+            });
+        }
+        self.send(Job::Snapshot {
+            header,
+            values: Float32Array::from(values.to_vec()),
+        })
+    }
+
+    fn header(
+        &self,
+        point: u32,
+        layer: &LayerInfo,
+        measure: SnapshotMeasure,
+        examples: u64,
+        batch: u32,
+    ) -> SnapshotHeader {
+        SnapshotHeader {
+            protocol: PROTOCOL_VERSION,
+            run_id: self.run_id.clone(),
+            point,
+            layer: layer.clone(),
+            measure,
+            examples,
+            batch,
+        }
+    }
+
+    /// Queues the layer's forward kernel at trajectory point `point` (C order, `weight_shape`).
+    pub fn record_weights(&self, point: u32, layer: &LayerInfo, values: &[f32]) -> Result<()> {
+        self.snapshot(
+            self.header(point, layer, SnapshotMeasure::Weight, 0, 0),
+            values,
+        )
+    }
+
+    /// Queues batch `batch` of the evaluation pass's activations: `examples × activation_shape`
+    /// values, examples first.
+    pub fn record_activations(
+        &self,
+        point: u32,
+        layer: &LayerInfo,
+        batch: u32,
+        examples: usize,
+        values: &[f32],
+    ) -> Result<()> {
+        self.snapshot(
+            self.header(point, layer, SnapshotMeasure::Act, examples as u64, batch),
+            values,
+        )
+    }
+
+    /// Queues batch `batch` of per-example layer-wise activity changes (spec §1.4).
+    pub fn record_activity_change(
+        &self,
+        point: u32,
+        layer: &LayerInfo,
+        batch: u32,
+        per_example: &[f32],
+    ) -> Result<()> {
+        self.snapshot(
+            self.header(
+                point,
+                layer,
+                SnapshotMeasure::Gradavg,
+                per_example.len() as u64,
+                batch,
+            ),
+            per_example,
+        )
+    }
+
+    /// Queues the completion of a point (after its snapshots, in order).
+    pub fn complete_point(&self, point: u32, step: Option<i64>) -> Result<()> {
+        self.take_error()?;
+        let body = serde_json::to_vec(&CompletePoint {
+            protocol: PROTOCOL_VERSION,
+            run_id: self.run_id.clone(),
+            point,
+            step,
+        })
+        .expect("json");
+        self.send(Job::Action {
+            kind: ACTION_COMPLETE_POINT,
+            what: format!("completing point {point} of run '{}'", self.run_id),
+            body,
+        })
+    }
+
+    /// Blocks until everything queued so far is acknowledged (or given up); returns the first
+    /// error the daemon reported, if any.
+    pub fn flush(&self) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Job::Flush(tx))?;
+        rx.blocking_recv().map_err(|_| Error::Closed)?;
+        self.take_error()
+    }
+
+    /// Closes the run, sends everything queued and stops the sender.
+    pub fn close(&self) -> Result<()> {
+        let body = serde_json::to_vec(&CloseRun {
+            protocol: PROTOCOL_VERSION,
+            run_id: self.run_id.clone(),
+        })
+        .expect("json");
+        self.send(Job::Action {
+            kind: ACTION_CLOSE_RUN,
+            what: format!("closing run '{}'", self.run_id),
+            body,
+        })?;
+        let result = self.flush();
+        self.tx.lock().expect("sender lock").take();
+        if let Some(w) = self.worker.lock().expect("worker lock").take() {
+            let _ = w.join();
+        }
+        result
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        // Let the sender finish what is queued; the run stays open (close() closes it).
+        self.tx.lock().map(|mut t| t.take()).ok();
+        if let Some(w) = self.worker.lock().ok().and_then(|mut w| w.take()) {
+            let _ = w.join();
+        }
+    }
+}
+
+/// The background sender: one message at a time, in order, with retries.
+struct Sender {
+    endpoint: Endpoint,
+    config: RecorderConfig,
+    shared: Arc<Shared>,
+    client: Option<FlightServiceClient<Channel>>,
+}
+
+fn transient(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unavailable
+            | Code::Unknown
+            | Code::Cancelled
+            | Code::DeadlineExceeded
+            | Code::Aborted
+    )
+}
+
+impl Sender {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Job>) {
+        while let Some(job) = rx.recv().await {
+            match job {
+                Job::Flush(done) => {
+                    let _ = done.send(());
+                }
+                Job::Action { kind, what, body } => {
+                    if let Err(e) = self
+                        .deliver(&what, |c| Box::pin(action(c, kind, body.clone())))
+                        .await
+                    {
+                        self.report(e);
+                    }
+                }
+                Job::Snapshot { header, values } => {
+                    let bytes = values.len() * 4;
+                    let what = format!(
+                        "the {} snapshot of layer {} ({}) at point {}",
+                        header.measure.as_str(),
+                        header.layer.index,
+                        header.layer.name,
+                        header.point
+                    );
+                    let result = self
+                        .deliver(&what, |c| {
+                            Box::pin(put_snapshot(c, header.clone(), values.clone()))
+                        })
+                        .await;
+                    self.shared.used.fetch_sub(bytes, Ordering::SeqCst);
+                    if let Err(e) = result {
+                        self.report(e);
+                    }
+                }
+            }
+        }
+    }
+
+    fn report(&self, e: Error) {
+        tracing::error!("{e}");
+        self.shared.errors.lock().expect("errors lock").push(e);
+    }
+
+    async fn client(&mut self) -> Result<FlightServiceClient<Channel>, Status> {
+        if let Some(c) = &self.client {
+            return Ok(c.clone());
+        }
+        let channel = self
+            .endpoint
+            .connect()
+            .await
+            .map_err(|e| Status::unavailable(format!("cannot connect: {e}")))?;
+        let client = FlightServiceClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        self.client = Some(client.clone());
+        Ok(client)
+    }
+
+    /// Sends one message until it is acknowledged, refused, or given up.
+    async fn deliver<F>(&mut self, what: &str, mut call: F) -> Result<()>
+    where
+        F: FnMut(
+            (FlightServiceClient<Channel>, Option<String>),
+        ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), Status>> + Send>>,
+    {
+        let start = tokio::time::Instant::now();
+        let mut backoff = self.config.initial_backoff;
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let outcome = match self.client().await {
+                Ok(c) => call((c, self.config.token.clone())).await,
+                Err(s) => Err(s),
+            };
+            match outcome {
+                Ok(()) => {
+                    *self.shared.status.lock().expect("status lock") = SenderStatus::Connected;
+                    return Ok(());
+                }
+                // A retry of something that did arrive the first time.
+                Err(s) if s.code() == Code::AlreadyExists && attempts > 1 => return Ok(()),
+                Err(s) if transient(s.code()) => {
+                    self.client = None;
+                    *self.shared.status.lock().expect("status lock") = SenderStatus::Retrying {
+                        attempts,
+                        last_error: s.message().to_string(),
+                    };
+                    if start.elapsed() >= self.config.give_up_after {
+                        return Err(Error::Unreachable {
+                            server: self.config.server.clone(),
+                            attempts,
+                            last: s.message().to_string(),
+                        });
+                    }
+                    tracing::warn!(
+                        server = %self.config.server,
+                        attempts,
+                        retry_in_ms = backoff.as_millis() as u64,
+                        "lrid is unreachable ({}); {what} waits",
+                        s.message()
+                    );
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(self.config.max_backoff);
+                }
+                Err(s) => {
+                    return Err(Error::Rejected {
+                        what: what.to_string(),
+                        code: s.code(),
+                        message: s.message().to_string(),
+                    });
+                }
+            }
+        }
+    }
+}
+
+fn with_token<T>(msg: T, token: &Option<String>) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    if let Some(t) = token
+        && let Ok(v) = format!("Bearer {t}").parse()
+    {
+        req.metadata_mut().insert("authorization", v);
+    }
+    req
+}
+
+async fn action(
+    (mut client, token): (FlightServiceClient<Channel>, Option<String>),
+    kind: &'static str,
+    body: Vec<u8>,
+) -> Result<(), Status> {
+    let action = Action {
+        r#type: kind.into(),
+        body: body.into(),
+    };
+    let mut results = client
+        .do_action(with_token(action, &token))
+        .await?
+        .into_inner();
+    while results.message().await?.is_some() {}
+    Ok(())
+}
+
+async fn put_snapshot(
+    (mut client, token): (FlightServiceClient<Channel>, Option<String>),
+    header: SnapshotHeader,
+    values: Float32Array,
+) -> Result<(), Status> {
+    let any = prost_types_any(serde_json::to_vec(&header).expect("json"));
+    let schema = Arc::new(Schema::new(vec![Field::new(
+        VALUE_COLUMN,
+        DataType::Float32,
+        false,
+    )]));
+    // Zero-copy slices of the queued values, one record batch each.
+    let batches: Vec<Result<RecordBatch, arrow_flight::error::FlightError>> = (0..values.len())
+        .step_by(CHUNK_VALUES)
+        .map(|start| {
+            let len = CHUNK_VALUES.min(values.len() - start);
+            let column = Arc::new(values.slice(start, len));
+            Ok(RecordBatch::try_new(schema.clone(), vec![column]).expect("batch"))
+        })
+        .collect();
+    let stream = FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .with_max_flight_data_size(CHUNK_VALUES * 4 + 1024)
+        .with_flight_descriptor(Some(FlightDescriptor::new_cmd(any)))
+        .build(futures::stream::iter(batches))
+        .map(|r| r.expect("encoding f32 batches cannot fail"));
+    let mut acks = client
+        .do_put(with_token(stream, &token))
+        .await?
+        .into_inner();
+    let ack = acks.try_next().await?;
+    if ack.is_none() {
+        return Err(Status::unknown(
+            "the daemon closed the stream without acknowledging",
+        ));
+    }
+    Ok(())
+}
+
+/// A protobuf `Any` with the snapshot type URL and a JSON value.
+fn prost_types_any(value: Vec<u8>) -> Vec<u8> {
+    arrow_flight::sql::Any {
+        type_url: SNAPSHOT_TYPE_URL.into(),
+        value: value.into(),
+    }
+    .encode_to_vec()
+}

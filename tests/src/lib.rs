@@ -1,0 +1,98 @@
+//! Helpers of the end-to-end tests: start the real `lrid serve` on 127.0.0.1:0 and talk to it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// The release `lrid` of this checkout (or `$LRID_BIN`); `make test` builds it first.
+pub fn lrid_bin() -> PathBuf {
+    let path = std::env::var_os("LRID_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/lrid"));
+    assert!(
+        path.exists(),
+        "{} does not exist: build it first (cargo build --release -p lrid)",
+        path.display()
+    );
+    path
+}
+
+/// A running `lrid serve`, killed when dropped.
+#[derive(Debug)]
+pub struct Daemon {
+    pub child: Child,
+    pub addr: String,
+    pub data_dir: PathBuf,
+}
+
+impl Daemon {
+    /// Starts a daemon on a free loopback port with its data in `data_dir`.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Daemon {
+        let mut child = Command::new(lrid_bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start lrid serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read the address line");
+        let addr = line
+            .split_whitespace()
+            .nth(4)
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .to_string();
+        Daemon {
+            child,
+            addr,
+            data_dir: data_dir.to_path_buf(),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// kill -9.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().expect("wait for lrid serve")
+    }
+
+    /// `lrid sql QUERY --format json` against this daemon: the rows.
+    pub fn sql(&self, query: &str) -> Vec<serde_json::Map<String, serde_json::Value>> {
+        let out = Command::new(lrid_bin())
+            .args(["sql", query, "--format", "json", "--server", &self.url()])
+            .output()
+            .expect("run lrid sql");
+        assert!(
+            out.status.success(),
+            "lrid sql failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json rows");
+        v.as_array()
+            .expect("array")
+            .iter()
+            .map(|r| r.as_object().expect("row").clone())
+            .collect()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
