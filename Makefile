@@ -53,7 +53,9 @@ test: build lint
 	cd tests/python && $(PYTHON) -m pytest -q
 
 bench: build
+	$(VENV)/bin/pip install --quiet duckdb
 	$(CARGO) bench -p lrid-stats --bench statistics
+	$(CARGO) bench -p lrid-e2e --bench daemon
 
 fmt:
 	$(CARGO) fmt --all

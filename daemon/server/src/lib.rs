@@ -172,7 +172,11 @@ impl Server {
             }
         });
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(self.listener);
+        // Large HTTP/2 windows: snapshots are megabytes, the 64 KiB default throttles them.
         let served = tonic::transport::Server::builder()
+            .initial_stream_window_size(Some(16 << 20))
+            .initial_connection_window_size(Some(64 << 20))
+            .tcp_nodelay(true)
             .add_service(svc)
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await;

@@ -443,7 +443,7 @@ impl Store {
             opened_at_ms: now_ms(),
         };
         self.commit(&mut inner, record)?;
-        self.refresh_view(&inner, false);
+        self.refresh_runs(&inner);
         Ok(())
     }
 
@@ -527,7 +527,12 @@ impl Store {
             },
         )?;
         if new_layer {
-            self.refresh_view(&inner, false);
+            let batch = layers_batch(std::iter::once((header.run_id.as_str(), &header.layer)));
+            self.view
+                .write()
+                .expect("query view lock")
+                .layers
+                .push(batch);
         }
         Ok(SnapshotAck {
             values: values.len() as u64,
@@ -708,7 +713,9 @@ impl Store {
             },
         )?;
         let rows = (inner.tail.len() - before) as u64;
-        self.refresh_view(&inner, true);
+        // Publish only the new rows: queries see them at once, nothing is rebuilt.
+        let batch = observables_batch(&inner.tail[before..]);
+        self.view.write().expect("query view lock").tail.push(batch);
         Ok(PointAck { rows })
     }
 
@@ -730,7 +737,7 @@ impl Store {
                 at_ms: now_ms(),
             },
         )?;
-        self.refresh_view(&inner, false);
+        self.refresh_runs(&inner);
         Ok(())
     }
 
@@ -877,15 +884,20 @@ impl Store {
         Ok(rows)
     }
 
-    /// Publishes the current state to queries. `tail` rebuilds the tail batch too.
+    /// Publishes the `runs` table (after a run is opened or closed).
+    fn refresh_runs(&self, inner: &Inner) {
+        let runs = runs_batch(inner.runs.values().map(|r| &r.row));
+        self.view.write().expect("query view lock").runs = runs;
+    }
+
+    /// Publishes runs, layers and files to queries; `tail` also replaces the tail rows (after a
+    /// replay or a checkpoint — a completed point only appends its own rows).
     fn refresh_view(&self, inner: &Inner, tail: bool) {
         let runs = runs_batch(inner.runs.values().map(|r| &r.row));
-        let layers = layers_batch(
-            inner
-                .runs
-                .iter()
-                .flat_map(|(id, r)| r.layers.values().map(move |l| (id.as_str(), l))),
-        );
+        let layers =
+            vec![layers_batch(inner.runs.iter().flat_map(|(id, r)| {
+                r.layers.values().map(move |l| (id.as_str(), l))
+            }))];
         let files = inner
             .manifest
             .observables

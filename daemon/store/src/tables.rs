@@ -263,7 +263,8 @@ pub(crate) struct QueryView {
     pub files: Vec<PathBuf>,
     pub tail: Vec<RecordBatch>,
     pub runs: RecordBatch,
-    pub layers: RecordBatch,
+    /// One batch of every layer at the last full refresh, then one per layer added since.
+    pub layers: Vec<RecordBatch>,
 }
 
 impl QueryView {
@@ -272,7 +273,7 @@ impl QueryView {
             files: Vec::new(),
             tail: Vec::new(),
             runs: RecordBatch::new_empty(RUNS_SCHEMA.clone()),
-            layers: RecordBatch::new_empty(LAYERS_SCHEMA.clone()),
+            layers: Vec::new(),
         }
     }
 }
@@ -330,7 +331,7 @@ impl TableProvider for LiveTable {
                     .await
             }
             TableKind::Layers => {
-                memory(vec![view.layers])?
+                memory(view.layers)?
                     .scan(state, projection, filters, limit)
                     .await
             }

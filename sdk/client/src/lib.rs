@@ -164,7 +164,10 @@ impl Recorder {
         lrid_protocol::validate_run_id(run_id).map_err(Error::InvalidArgument)?;
         let endpoint = Endpoint::from_shared(config.server.clone())
             .map_err(|e| Error::Address(config.server.clone(), e.to_string()))?
-            .connect_timeout(Duration::from_secs(5));
+            .connect_timeout(Duration::from_secs(5))
+            .initial_stream_window_size(Some(16 << 20))
+            .initial_connection_window_size(Some(64 << 20))
+            .tcp_nodelay(true);
         let shared = Arc::new(Shared {
             used: AtomicUsize::new(0),
             errors: Mutex::new(Vec::new()),

@@ -1,0 +1,225 @@
+//! Daemon benchmarks (`make bench`, or `cargo bench -p lrid-e2e --bench daemon`):
+//!
+//! 1. Ingest: f32 snapshots from SDK recorders to stored rows, over loopback, in GB/s.
+//! 2. Query: p50 latency of a trajectory query over ≥ 1 million observable rows, through Flight
+//!    SQL against `lrid serve`, beside DuckDB (the venv's, from PyPI) running the same query on
+//!    the same Parquet files in the same run.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use arrow_flight::sql::client::FlightSqlServiceClient;
+use futures::TryStreamExt;
+use lrid_e2e::Daemon;
+use lrid_protocol::{
+    CompletePoint, LayerInfo, OpenRun, PROTOCOL_VERSION, Position, RunLabels, SnapshotHeader,
+    SnapshotMeasure,
+};
+use lrid_sdk::{Recorder, RecorderConfig};
+use lrid_store::{Store, StoreConfig};
+
+fn ingest(threads: usize, points: u32) {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), &[]);
+    // A ResNet-like conv layer: 512×512×3×3 weights (9.4 MB) and 64 examples of 512×7×7
+    // activations (6.4 MB) per point.
+    let layer = LayerInfo {
+        index: 0,
+        name: "block4_conv".into(),
+        position: Position::Deep,
+        weight_shape: vec![512, 512, 3, 3],
+        activation_shape: vec![512, 7, 7],
+    };
+    let weights: Vec<f32> = (0..512 * 512 * 9)
+        .map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5)
+        .collect();
+    let acts: Vec<f32> = (0..64 * 512 * 49)
+        .map(|i| ((i * 104_729) % 997) as f32 * 1e-3)
+        .collect();
+    let bytes_per_point = (weights.len() + acts.len()) * 4;
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let (layer, weights, acts, url) = (&layer, &weights, &acts, daemon.url());
+            s.spawn(move || {
+                let mut config = RecorderConfig::new(url);
+                config.buffer_bytes = 1 << 30;
+                let rec =
+                    Recorder::open(config, &format!("bench-{t}"), RunLabels::default()).unwrap();
+                for p in 0..points {
+                    rec.record_weights(p, layer, weights).unwrap();
+                    rec.record_activations(p, layer, 0, 64, acts).unwrap();
+                    rec.complete_point(p, None).unwrap();
+                }
+                rec.close().unwrap();
+            });
+        }
+    });
+    let secs = start.elapsed().as_secs_f64();
+    let total = (bytes_per_point * threads * points as usize) as f64;
+    let rows = daemon.sql("SELECT count(*) AS n FROM observables")[0]["n"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(rows, (threads * points as usize) as u64);
+    println!(
+        "ingest: {threads} recorders × {points} points × {:.1} MB = {:.2} GB in {secs:.2} s → {:.2} GB/s (SDK → acknowledged, durable, queryable rows)",
+        bytes_per_point as f64 / 1e6,
+        total / 1e9,
+        total / 1e9 / secs
+    );
+}
+
+/// Writes `rows` observable rows straight through the store (weights only, small kernels).
+fn build_store(dir: &std::path::Path, runs: u32, layers: u32, points: u32) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut config = StoreConfig::test_config(dir);
+    config.sync = false; // a throwaway data set
+    config.flush_rows = 1 << 30;
+    let store = rt.block_on(Store::open(config)).unwrap();
+    let w: Vec<f32> = (0..64).map(|i| i as f32 / 64.0 - 0.5).collect();
+    for r in 0..runs {
+        let run_id = format!("run-{r:04}");
+        store
+            .open_run(&OpenRun {
+                protocol: PROTOCOL_VERSION,
+                run_id: run_id.clone(),
+                labels: RunLabels::default(),
+            })
+            .unwrap();
+        for p in 0..points {
+            for l in 0..layers {
+                let header = SnapshotHeader {
+                    protocol: PROTOCOL_VERSION,
+                    run_id: run_id.clone(),
+                    point: p,
+                    layer: LayerInfo {
+                        index: l,
+                        name: format!("layer{l}"),
+                        position: Position::of(l as usize, layers as usize),
+                        weight_shape: vec![8, 8],
+                        activation_shape: vec![8],
+                    },
+                    measure: SnapshotMeasure::Weight,
+                    examples: 0,
+                    batch: 0,
+                };
+                let mut v = w.clone();
+                v[0] = (r * 1000 + p * 10 + l) as f32 * 1e-6;
+                store.record(&header, &v).unwrap();
+            }
+            store
+                .complete_point(&CompletePoint {
+                    protocol: PROTOCOL_VERSION,
+                    run_id: run_id.clone(),
+                    point: p,
+                    step: None,
+                })
+                .unwrap();
+        }
+        if r % 100 == 99 {
+            store.checkpoint().unwrap();
+        }
+    }
+    store.checkpoint().unwrap();
+}
+
+fn query_latency() {
+    let dir = tempfile::tempdir().unwrap();
+    let (runs, layers, points) = (1000, 48, 21);
+    let t = Instant::now();
+    build_store(dir.path(), runs, layers, points);
+    let rows = runs * layers * points;
+    println!(
+        "query: built {rows} observable rows in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let daemon = Daemon::start(dir.path(), &[]);
+    let query = "SELECT point, weightraw_median FROM observables WHERE run_id = 'run-0421' AND layer_index = 7 ORDER BY point";
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut times = rt.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(daemon.url())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = FlightSqlServiceClient::new(channel);
+        let mut times = Vec::new();
+        for i in 0..32 {
+            let start = Instant::now();
+            let info = client.execute(query.into(), None).await.unwrap();
+            let mut n = 0;
+            for ep in info.endpoint {
+                let batches: Vec<_> = client
+                    .do_get(ep.ticket.unwrap())
+                    .await
+                    .unwrap()
+                    .try_collect()
+                    .await
+                    .unwrap();
+                n += batches
+                    .iter()
+                    .map(|b: &arrow::array::RecordBatch| b.num_rows())
+                    .sum::<usize>();
+            }
+            assert_eq!(n, points as usize);
+            if i >= 2 {
+                times.push(start.elapsed());
+            }
+        }
+        times
+    });
+    times.sort();
+    let lrid_p50 = times[times.len() / 2];
+    let python = std::env::var("LRID_PYTHON").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/python").to_string()
+    });
+    let script = format!(
+        "import duckdb, time, statistics\n\
+         con = duckdb.connect()\n\
+         q = \"\"\"{}\"\"\".replace('FROM observables', \"FROM read_parquet('{}/observables/*.parquet')\")\n\
+         ts = []\n\
+         for i in range(32):\n    t = time.perf_counter(); r = con.execute(q).fetchall(); ts.append(time.perf_counter() - t)\n    assert len(r) == {points}\n\
+         print(statistics.median(ts[2:]))\n",
+        query,
+        dir.path().display()
+    );
+    let out = Command::new(&python)
+        .args(["-c", &script])
+        .output()
+        .expect("run python");
+    if !out.status.success() {
+        println!(
+            "query: lrid p50 {:.2} ms; DuckDB not run: {}",
+            lrid_p50.as_secs_f64() * 1e3,
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        );
+        return;
+    }
+    let duck =
+        Duration::from_secs_f64(String::from_utf8_lossy(&out.stdout).trim().parse().unwrap());
+    println!(
+        "query: trajectory of one layer of one run over {rows} rows: lrid (Flight SQL, loopback) p50 {:.2} ms, DuckDB (in-process, same Parquet) p50 {:.2} ms, ratio {:.2}×",
+        lrid_p50.as_secs_f64() * 1e3,
+        duck.as_secs_f64() * 1e3,
+        lrid_p50.as_secs_f64() / duck.as_secs_f64()
+    );
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `-- query` or `-- ingest` runs one part.
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let run = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
+    if run("ingest") {
+        ingest(1, 20);
+        ingest(4, 10);
+    }
+    if run("query") {
+        query_latency();
+    }
+}
