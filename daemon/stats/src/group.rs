@@ -196,34 +196,39 @@ fn pass1_body<T: Element>(data: &[T], bits: u32, hist: &mut [u32]) -> Sums {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,bmi1,bmi2,lzcnt,popcnt")]
-fn pass1_avx2<T: Element>(data: &[T], bits: u32, hist: &mut [u32]) -> Sums {
-    pass1_body(data, bits, hist)
+/// Compiles a kernel body for AVX-512, AVX2 and the baseline, and picks the best the CPU has
+/// at run time (the same binary runs on any x86-64).
+macro_rules! dispatch {
+    ($name:ident => $body:ident ($($arg:ident : $ty:ty),*) -> $ret:ty) => {
+        fn $name<T: Element>($($arg: $ty),*) -> $ret {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,bmi1,bmi2,lzcnt,popcnt")]
+                fn avx512<T: Element>($($arg: $ty),*) -> $ret {
+                    $body($($arg),*)
+                }
+                #[target_feature(enable = "avx2,bmi1,bmi2,lzcnt,popcnt")]
+                fn avx2<T: Element>($($arg: $ty),*) -> $ret {
+                    $body($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+                    && std::arch::is_x86_feature_detected!("avx512dq")
+                {
+                    // SAFETY: the CPU supports these AVX-512 subsets (checked just above).
+                    return unsafe { avx512($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU supports AVX2 (checked just above).
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $body($($arg),*)
+        }
+    };
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,bmi1,bmi2,lzcnt,popcnt")]
-fn pass1_avx512<T: Element>(data: &[T], bits: u32, hist: &mut [u32]) -> Sums {
-    pass1_body(data, bits, hist)
-}
-
-fn pass1<T: Element>(data: &[T], bits: u32, hist: &mut [u32]) -> Sums {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f")
-        && std::arch::is_x86_feature_detected!("avx512vl")
-        && std::arch::is_x86_feature_detected!("avx512dq")
-    {
-        // SAFETY: the CPU supports these AVX-512 subsets (checked just above).
-        return unsafe { pass1_avx512(data, bits, hist) };
-    }
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2 (checked just above).
-        return unsafe { pass1_avx2(data, bits, hist) };
-    }
-    pass1_body(data, bits, hist)
-}
+dispatch!(pass1 => pass1_body(data: &[T], bits: u32, hist: &mut [u32]) -> Sums);
 
 /// Where an order statistic lies: in the buffer of target `target`, at `offset`.
 #[derive(Clone, Copy, Debug)]
@@ -412,34 +417,7 @@ fn pass2_body<T: Element>(data: &[T], plan: &Plan, bufs: &mut [Vec<u64>; 4]) -> 
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,bmi1,bmi2,lzcnt,popcnt")]
-fn pass2_avx2<T: Element>(data: &[T], plan: &Plan, bufs: &mut [Vec<u64>; 4]) -> Moments {
-    pass2_body(data, plan, bufs)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,bmi1,bmi2,lzcnt,popcnt")]
-fn pass2_avx512<T: Element>(data: &[T], plan: &Plan, bufs: &mut [Vec<u64>; 4]) -> Moments {
-    pass2_body(data, plan, bufs)
-}
-
-fn pass2<T: Element>(data: &[T], plan: &Plan, bufs: &mut [Vec<u64>; 4]) -> Moments {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f")
-        && std::arch::is_x86_feature_detected!("avx512vl")
-        && std::arch::is_x86_feature_detected!("avx512dq")
-    {
-        // SAFETY: the CPU supports these AVX-512 subsets (checked just above).
-        return unsafe { pass2_avx512(data, plan, bufs) };
-    }
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2 (checked just above).
-        return unsafe { pass2_avx2(data, plan, bufs) };
-    }
-    pass2_body(data, plan, bufs)
-}
+dispatch!(pass2 => pass2_body(data: &[T], plan: &Plan, bufs: &mut [Vec<u64>; 4]) -> Moments);
 
 fn select(bufs: &mut [Vec<u64>; 4], at: Locator) -> u64 {
     *bufs[at.target].select_nth_unstable(at.offset).1
