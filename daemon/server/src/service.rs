@@ -251,6 +251,20 @@ fn flight_info(
         .with_descriptor(descriptor))
 }
 
+/// The FlightInfo of a metadata command: its result schema, and the command as the ticket.
+fn command_info<C: ProstMessageExt>(
+    schema: &Schema,
+    command: &C,
+    request: Request<FlightDescriptor>,
+) -> Result<Response<FlightInfo>, Status> {
+    let info = flight_info(
+        schema,
+        command.as_any().encode_to_vec(),
+        request.into_inner(),
+    )?;
+    Ok(Response::new(info))
+}
+
 fn one_batch(batch: RecordBatch) -> Response<BoxStream<arrow_flight::FlightData>> {
     let schema = batch.schema();
     let stream = FlightDataEncoderBuilder::new()
@@ -435,13 +449,7 @@ impl FlightSqlService for LridFlightService {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = query.into_builder().schema();
-        let info = flight_info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )?;
-        Ok(Response::new(info))
+        command_info(&query.into_builder().schema(), &query, request)
     }
 
     async fn do_get_catalogs(
@@ -461,13 +469,7 @@ impl FlightSqlService for LridFlightService {
         query: CommandGetDbSchemas,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = query.clone().into_builder().schema();
-        let info = flight_info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )?;
-        Ok(Response::new(info))
+        command_info(&query.clone().into_builder().schema(), &query, request)
     }
 
     async fn do_get_schemas(
@@ -492,13 +494,7 @@ impl FlightSqlService for LridFlightService {
         query: CommandGetTables,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = query.clone().into_builder().schema();
-        let info = flight_info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )?;
-        Ok(Response::new(info))
+        command_info(&query.clone().into_builder().schema(), &query, request)
     }
 
     async fn do_get_tables(
@@ -544,12 +540,7 @@ impl FlightSqlService for LridFlightService {
         query: CommandGetTableTypes,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let info = flight_info(
-            &table_types_batch().schema(),
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )?;
-        Ok(Response::new(info))
+        command_info(&table_types_batch().schema(), &query, request)
     }
 
     async fn do_get_table_types(
@@ -565,13 +556,11 @@ impl FlightSqlService for LridFlightService {
         query: CommandGetSqlInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = query.clone().into_builder(&SQL_INFO).schema();
-        let info = flight_info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )?;
-        Ok(Response::new(info))
+        command_info(
+            &query.clone().into_builder(&SQL_INFO).schema(),
+            &query,
+            request,
+        )
     }
 
     async fn do_get_sql_info(

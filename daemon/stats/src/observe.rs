@@ -245,6 +245,21 @@ impl PartialStats {
         ))
     }
 
+    /// Adds this state to an accumulator's sums and example count.
+    fn absorb_into(
+        &self,
+        measure: Measure,
+        sums: &mut [CompensatedSum],
+        examples: &mut usize,
+    ) -> Result<()> {
+        self.check(measure)?;
+        for (a, b) in sums.iter_mut().zip(self.sums()) {
+            a.merge(&b);
+        }
+        *examples += self.examples as usize;
+        Ok(())
+    }
+
     fn sums(&self) -> impl Iterator<Item = CompensatedSum> + '_ {
         self.sums.iter().map(|&(s, c)| CompensatedSum {
             sum: f64::from_bits(s),
@@ -456,26 +471,12 @@ impl ActivationAccumulator {
 
     /// Adds a partial state taken from an accumulator of the same layer and model.
     pub fn absorb(&mut self, partial: &PartialStats) -> Result<()> {
-        partial.check(Measure::Act)?;
-        for (a, b) in self.sums.iter_mut().zip(partial.sums()) {
-            a.merge(&b);
-        }
-        self.examples += partial.examples as usize;
-        Ok(())
+        partial.absorb_into(Measure::Act, &mut self.sums, &mut self.examples)
     }
 
     /// The 21 activation statistics averaged over every example pushed.
     pub fn finish(&self) -> Result<MeasureStats> {
-        if self.examples == 0 {
-            return Err(Error::Empty {
-                measure: Measure::Act,
-            });
-        }
-        let n = self.examples as f64;
-        Ok(MeasureStats::new(
-            Measure::Act,
-            self.sums.iter().map(|s| s.value() / n).collect(),
-        ))
+        self.partial().finish()
     }
 }
 
@@ -579,26 +580,12 @@ impl GradAvgAccumulator {
 
     /// Adds a partial state taken from another gradavg accumulator.
     pub fn absorb(&mut self, partial: &PartialStats) -> Result<()> {
-        partial.check(Measure::GradAvg)?;
-        for (a, b) in self.sums.iter_mut().zip(partial.sums()) {
-            a.merge(&b);
-        }
-        self.examples += partial.examples as usize;
-        Ok(())
+        partial.absorb_into(Measure::GradAvg, &mut self.sums, &mut self.examples)
     }
 
     /// `gradavgabs_id`, `gradavgraw_id`, `gradavgsq_id`.
     pub fn finish(&self) -> Result<MeasureStats> {
-        if self.examples == 0 {
-            return Err(Error::Empty {
-                measure: Measure::GradAvg,
-            });
-        }
-        let n = self.examples as f64;
-        Ok(MeasureStats::new(
-            Measure::GradAvg,
-            self.sums.iter().map(|s| s.value() / n).collect(),
-        ))
+        self.partial().finish()
     }
 }
 
