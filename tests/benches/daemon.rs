@@ -18,7 +18,7 @@ use lrid_protocol::{
 use lrid_sdk::{Recorder, RecorderConfig};
 use lrid_store::{Store, StoreConfig};
 
-fn ingest(threads: usize, points: u32) {
+fn ingest(threads: usize, points: u32, in_flight: usize) {
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(dir.path(), &[]);
     // A ResNet-like conv layer: 512×512×3×3 weights (9.4 MB) and 64 examples of 512×7×7
@@ -44,6 +44,7 @@ fn ingest(threads: usize, points: u32) {
             s.spawn(move || {
                 let mut config = RecorderConfig::new(url);
                 config.buffer_bytes = 1 << 30;
+                config.snapshots_in_flight = in_flight;
                 let rec =
                     Recorder::open(config, &format!("bench-{t}"), RunLabels::default()).unwrap();
                 for p in 0..points {
@@ -62,7 +63,7 @@ fn ingest(threads: usize, points: u32) {
         .unwrap();
     assert_eq!(rows, (threads * points as usize) as u64);
     println!(
-        "ingest: {threads} recorders × {points} points × {:.1} MB = {:.2} GB in {secs:.2} s → {:.2} GB/s (SDK → acknowledged, durable, queryable rows)",
+        "ingest: {threads} recorder(s) × {points} points × {:.1} MB, {in_flight} snapshot(s) in flight each = {:.2} GB in {secs:.2} s → {:.2} GB/s (SDK → acknowledged, durable, queryable rows)",
         bytes_per_point as f64 / 1e6,
         total / 1e9,
         total / 1e9 / secs
@@ -124,16 +125,26 @@ fn build_store(dir: &std::path::Path, runs: u32, layers: u32, points: u32) {
 }
 
 fn query_latency() {
-    let dir = tempfile::tempdir().unwrap();
     let (runs, layers, points) = (1000, 48, 21);
-    let t = Instant::now();
-    build_store(dir.path(), runs, layers, points);
     let rows = runs * layers * points;
-    println!(
-        "query: built {rows} observable rows in {:.1} s",
-        t.elapsed().as_secs_f64()
-    );
-    let daemon = Daemon::start(dir.path(), &[]);
+    // LRID_BENCH_DIR keeps the data set between runs (built once when the folder is absent).
+    let tmp;
+    let dir = match std::env::var_os("LRID_BENCH_DIR") {
+        Some(d) => std::path::PathBuf::from(d),
+        None => {
+            tmp = tempfile::tempdir().unwrap();
+            tmp.path().to_path_buf()
+        }
+    };
+    if !dir.join("manifest.json").exists() {
+        let t = Instant::now();
+        build_store(&dir, runs, layers, points);
+        println!(
+            "query: built {rows} observable rows in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+    }
+    let daemon = Daemon::start(&dir, &[]);
     let query = "SELECT point, weightraw_median FROM observables WHERE run_id = 'run-0421' AND layer_index = 7 ORDER BY point";
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut times = rt.block_on(async {
@@ -181,7 +192,7 @@ fn query_latency() {
          for i in range(32):\n    t = time.perf_counter(); r = con.execute(q).fetchall(); ts.append(time.perf_counter() - t)\n    assert len(r) == {points}\n\
          print(statistics.median(ts[2:]))\n",
         query,
-        dir.path().display()
+        dir.display()
     );
     let out = Command::new(&python)
         .args(["-c", &script])
@@ -216,8 +227,10 @@ fn main() {
         .collect();
     let run = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     if run("ingest") {
-        ingest(1, 20);
-        ingest(4, 10);
+        for in_flight in [1, 2, 4] {
+            ingest(1, 60, in_flight);
+            ingest(4, 20, in_flight);
+        }
     }
     if run("query") {
         query_latency();

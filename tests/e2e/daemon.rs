@@ -672,3 +672,59 @@ fn a_token_is_required_when_set_and_shutdown_is_clean() {
         .collect();
     assert_eq!(parts.len(), 1);
 }
+
+#[test]
+fn a_snapshot_of_several_chunks_is_joined_in_order() {
+    // 2.5 chunks of weights and 1.5 chunks of activations whose examples straddle the chunk
+    // boundary: a dropped or doubled chunk changes the weight quantiles, a reordered one the
+    // per-example activation statistics.
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), &[]);
+    let weights = tensor(lrid_protocol::CHUNK_VALUES * 5 / 2, 77);
+    let big = LayerInfo {
+        index: 0,
+        name: "big".into(),
+        position: Position::Early,
+        weight_shape: vec![weights.len() as u64],
+        activation_shape: vec![lrid_protocol::CHUNK_VALUES as u64 * 3 / 4],
+    };
+    let acts = tensor(lrid_protocol::CHUNK_VALUES * 3 / 2, 78);
+    let rec = Recorder::open(
+        RecorderConfig::new(daemon.url()),
+        "big",
+        RunLabels::default(),
+    )
+    .unwrap();
+    rec.record_weights(0, &big, &weights).unwrap();
+    rec.record_activations(0, &big, 0, 2, &acts).unwrap();
+    rec.complete_point(0, None).unwrap();
+    rec.close().unwrap();
+    let w = weight_statistics(&weights, &[weights.len()], &MeasurementModel::IDEAL, 0).unwrap();
+    let mut a = ActivationAccumulator::new(
+        lrid_protocol::CHUNK_VALUES * 3 / 4,
+        MeasurementModel::IDEAL,
+        0,
+    )
+    .unwrap();
+    a.push(&acts, 2).unwrap();
+    let a = a.finish().unwrap();
+    let rows = daemon.sql(
+        "SELECT weightraw_median, weightraw_thirdquartile, actraw_median, actraw_skew FROM observables WHERE run_id = 'big'",
+    );
+    assert_eq!(rows.len(), 1);
+    for (column, want) in [
+        (
+            "weightraw_median",
+            w.get_by_name("weightraw_median").unwrap(),
+        ),
+        (
+            "weightraw_thirdquartile",
+            w.get_by_name("weightraw_thirdquartile").unwrap(),
+        ),
+        ("actraw_median", a.get_by_name("actraw_median").unwrap()),
+        ("actraw_skew", a.get_by_name("actraw_skew").unwrap()),
+    ] {
+        let got = rows[0][column].as_f64().unwrap();
+        assert!(close(got, want), "{column}: {got} vs {want}");
+    }
+}

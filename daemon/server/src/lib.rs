@@ -171,12 +171,14 @@ impl Server {
                 }
             }
         });
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(self.listener);
+        // TCP_NODELAY on every accepted socket (the builder's flag only applies to sockets it
+        // binds itself): without it small responses wait ~40 ms for a delayed ACK.
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(self.listener).with_nodelay(Some(true));
         // Large HTTP/2 windows: snapshots are megabytes, the 64 KiB default throttles them.
         let served = tonic::transport::Server::builder()
             .initial_stream_window_size(Some(16 << 20))
             .initial_connection_window_size(Some(64 << 20))
-            .tcp_nodelay(true)
             .add_service(svc)
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await;

@@ -150,8 +150,7 @@ impl LridFlightService {
         let stream = request.into_inner();
         let mut batches =
             FlightRecordBatchStream::new_from_flight_data(stream.map_err(FlightError::from));
-        let mut f32s: Vec<f32> = Vec::new();
-        let mut f64s: Vec<f64> = Vec::new();
+        let mut columns: Vec<ArrayRef> = Vec::new();
         let mut received = 0u64;
         while let Some(batch) = batches.next().await {
             let batch = batch.map_err(|e| match e {
@@ -173,6 +172,15 @@ impl LridFlightService {
                     column.null_count()
                 )));
             }
+            match (column.data_type(), columns.first().map(|c| c.data_type())) {
+                (DataType::Float32 | DataType::Float64, None) => {}
+                (t, Some(first)) if t == first => {}
+                (other, _) => {
+                    return Err(Status::invalid_argument(format!(
+                        "snapshot values must be Float32 or Float64 (one type per snapshot); got {other}"
+                    )));
+                }
+            }
             received += column.len() as u64;
             if received > expected {
                 return Err(Status::invalid_argument(format!(
@@ -183,32 +191,31 @@ impl LridFlightService {
                     header.run_id
                 )));
             }
-            match column.data_type() {
-                DataType::Float32 if f64s.is_empty() => {
-                    let a = column.as_any().downcast_ref::<Float32Array>().expect("f32");
-                    if f32s.capacity() == 0 {
-                        f32s.reserve_exact(expected as usize);
-                    }
-                    f32s.extend_from_slice(a.values());
-                }
-                DataType::Float64 if f32s.is_empty() => {
-                    let a = column.as_any().downcast_ref::<Float64Array>().expect("f64");
-                    if f64s.capacity() == 0 {
-                        f64s.reserve_exact(expected as usize);
-                    }
-                    f64s.extend_from_slice(a.values());
-                }
-                other => {
-                    return Err(Status::invalid_argument(format!(
-                        "snapshot values must be Float32 or Float64 (one type per snapshot); got {other}"
-                    )));
-                }
-            }
+            columns.push(column.clone());
         }
-        let ack = if f64s.is_empty() {
-            self.blocking(move |s| s.record(&header, &f32s)).await?
+        // One batch (the usual case) is summarised where it was decoded; several are joined.
+        let values = match columns.len() {
+            0 => arrow::array::new_empty_array(&DataType::Float32),
+            1 => columns.pop().expect("one column"),
+            _ => {
+                let parts: Vec<&dyn arrow::array::Array> =
+                    columns.iter().map(|c| c.as_ref()).collect();
+                arrow::compute::concat(&parts)
+                    .map_err(|e| Status::internal(format!("joining snapshot batches: {e}")))?
+            }
+        };
+        let ack = if let Some(a) = values.as_any().downcast_ref::<Float64Array>() {
+            let a = a.clone();
+            self.blocking(move |s| s.record(&header, a.values()))
+                .await?
         } else {
-            self.blocking(move |s| s.record(&header, &f64s)).await?
+            let a = values
+                .as_any()
+                .downcast_ref::<Float32Array>()
+                .expect("f32 or f64")
+                .clone();
+            self.blocking(move |s| s.record(&header, a.values()))
+                .await?
         };
         let result = PutResult {
             app_metadata: serde_json::to_vec(&ack).expect("ack").into(),

@@ -366,13 +366,9 @@ impl Store {
             ("layers", TableKind::Layers),
             ("observables", TableKind::Observables),
         ] {
-            store.ctx.register_table(
-                name,
-                Arc::new(LiveTable {
-                    kind,
-                    view: view.clone(),
-                }),
-            )?;
+            store
+                .ctx
+                .register_table(name, Arc::new(LiveTable::new(kind, view.clone())))?;
         }
         let mut views: Vec<(String, String)> = BUILTIN_VIEWS
             .iter()

@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, LazyLock, RwLock};
+use std::sync::{Arc, LazyLock, Mutex, RwLock};
 
 use arrow::array::{
     ArrayRef, Float64Builder, Int64Builder, RecordBatch, StringBuilder,
@@ -290,6 +290,42 @@ pub(crate) enum TableKind {
 pub(crate) struct LiveTable {
     pub kind: TableKind,
     pub view: Arc<RwLock<QueryView>>,
+    /// The Parquet table of the last file list seen: a file never changes once listed, so its
+    /// footer and statistics, cached inside the `ListingTable`, stay valid until the list does.
+    parquet: Mutex<Option<(Vec<PathBuf>, Arc<ListingTable>)>>,
+}
+
+impl LiveTable {
+    pub(crate) fn new(kind: TableKind, view: Arc<RwLock<QueryView>>) -> Self {
+        Self {
+            kind,
+            view,
+            parquet: Mutex::new(None),
+        }
+    }
+
+    /// The `ListingTable` over exactly `files` (no directory listing or listing cache can hide
+    /// a file written since), reused while the list is the same.
+    fn parquet_table(&self, files: &[PathBuf]) -> datafusion::error::Result<Arc<ListingTable>> {
+        let mut cached = self.parquet.lock().expect("parquet table lock");
+        if let Some((list, table)) = cached.as_ref()
+            && list.as_slice() == files
+        {
+            return Ok(table.clone());
+        }
+        let urls = files
+            .iter()
+            .map(|f| ListingTableUrl::parse(f.to_string_lossy()))
+            .collect::<datafusion::error::Result<Vec<_>>>()?;
+        let options =
+            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let config = ListingTableConfig::new_with_multi_paths(urls)
+            .with_listing_options(options)
+            .with_schema(self.schema());
+        let table = Arc::new(ListingTable::try_new(config)?);
+        *cached = Some((files.to_vec(), table.clone()));
+        Ok(table)
+    }
 }
 
 #[async_trait]
@@ -338,19 +374,7 @@ impl TableProvider for LiveTable {
             TableKind::Observables => {
                 let mut plans = Vec::new();
                 if !view.files.is_empty() {
-                    // The exact file list, each time: no directory listing or listing cache can
-                    // hide a file written since.
-                    let urls = view
-                        .files
-                        .iter()
-                        .map(|f| ListingTableUrl::parse(f.to_string_lossy()))
-                        .collect::<datafusion::error::Result<Vec<_>>>()?;
-                    let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-                        .with_file_extension(".parquet");
-                    let config = ListingTableConfig::new_with_multi_paths(urls)
-                        .with_listing_options(options)
-                        .with_schema(schema.clone());
-                    let table = ListingTable::try_new(config)?;
+                    let table = self.parquet_table(&view.files)?;
                     plans.push(table.scan(state, projection, filters, limit).await?);
                 }
                 if !view.tail.is_empty() || plans.is_empty() {

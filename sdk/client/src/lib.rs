@@ -93,6 +93,10 @@ pub struct RecorderConfig {
     /// How long one message may keep failing to reach the daemon before it is given up (and
     /// reported as [`Error::Unreachable`]).
     pub give_up_after: Duration,
+    /// Snapshots sent at once (at least 1): the daemon summarises one while the next crosses the
+    /// network. Actions (open, complete, close) and flushes wait for all of them, so the daemon
+    /// always sees a point's snapshots before its completion.
+    pub snapshots_in_flight: usize,
 }
 
 impl RecorderConfig {
@@ -104,6 +108,7 @@ impl RecorderConfig {
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
             give_up_after: Duration::from_secs(300),
+            snapshots_in_flight: 2,
         }
     }
 }
@@ -178,7 +183,7 @@ impl Recorder {
             endpoint,
             config: config.clone(),
             shared: shared.clone(),
-            client: None,
+            client: tokio::sync::Mutex::new(None),
         };
         let worker = std::thread::Builder::new()
             .name("lrid-recorder".into())
@@ -393,12 +398,12 @@ impl Drop for Recorder {
     }
 }
 
-/// The background sender: one message at a time, in order, with retries.
+/// The background sender: snapshots pipelined, actions in order, every message retried.
 struct Sender {
     endpoint: Endpoint,
     config: RecorderConfig,
     shared: Arc<Shared>,
-    client: Option<FlightServiceClient<Channel>>,
+    client: tokio::sync::Mutex<Option<FlightServiceClient<Channel>>>,
 }
 
 fn transient(code: Code) -> bool {
@@ -413,41 +418,58 @@ fn transient(code: Code) -> bool {
 }
 
 impl Sender {
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Job>) {
-        while let Some(job) = rx.recv().await {
+    async fn run(self, mut rx: mpsc::UnboundedReceiver<Job>) {
+        let this = &self;
+        let mut in_flight = futures::stream::FuturesUnordered::new();
+        loop {
+            // Take the next job, collecting finished snapshots meanwhile.
+            let job = tokio::select! {
+                job = rx.recv() => job,
+                Some(()) = in_flight.next(), if !in_flight.is_empty() => continue,
+            };
+            let Some(job) = job else { break };
+            if !matches!(job, Job::Snapshot { .. }) {
+                while in_flight.next().await.is_some() {}
+            }
             match job {
                 Job::Flush(done) => {
                     let _ = done.send(());
                 }
                 Job::Action { kind, what, body } => {
-                    if let Err(e) = self
+                    if let Err(e) = this
                         .deliver(&what, |c| Box::pin(action(c, kind, body.clone())))
                         .await
                     {
-                        self.report(e);
+                        this.report(e);
                     }
                 }
                 Job::Snapshot { header, values } => {
-                    let bytes = values.len() * 4;
-                    let what = format!(
-                        "the {} snapshot of layer {} ({}) at point {}",
-                        header.measure.as_str(),
-                        header.layer.index,
-                        header.layer.name,
-                        header.point
-                    );
-                    let result = self
-                        .deliver(&what, |c| {
-                            Box::pin(put_snapshot(c, header.clone(), values.clone()))
-                        })
-                        .await;
-                    self.shared.used.fetch_sub(bytes, Ordering::SeqCst);
-                    if let Err(e) = result {
-                        self.report(e);
+                    while in_flight.len() >= this.config.snapshots_in_flight.max(1) {
+                        in_flight.next().await;
                     }
+                    in_flight.push(async move {
+                        let bytes = values.len() * 4;
+                        let what = format!(
+                            "the {} snapshot of layer {} ({}) at point {}",
+                            header.measure.as_str(),
+                            header.layer.index,
+                            header.layer.name,
+                            header.point
+                        );
+                        let result = this
+                            .deliver(&what, |c| {
+                                Box::pin(put_snapshot(c, header.clone(), values.clone()))
+                            })
+                            .await;
+                        this.shared.used.fetch_sub(bytes, Ordering::SeqCst);
+                        if let Err(e) = result {
+                            this.report(e);
+                        }
+                    });
                 }
             }
         }
+        while in_flight.next().await.is_some() {}
     }
 
     fn report(&self, e: Error) {
@@ -455,8 +477,9 @@ impl Sender {
         self.shared.errors.lock().expect("errors lock").push(e);
     }
 
-    async fn client(&mut self) -> Result<FlightServiceClient<Channel>, Status> {
-        if let Some(c) = &self.client {
+    async fn client(&self) -> Result<FlightServiceClient<Channel>, Status> {
+        let mut cached = self.client.lock().await;
+        if let Some(c) = cached.as_ref() {
             return Ok(c.clone());
         }
         let channel = self
@@ -467,12 +490,12 @@ impl Sender {
         let client = FlightServiceClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        self.client = Some(client.clone());
+        *cached = Some(client.clone());
         Ok(client)
     }
 
     /// Sends one message until it is acknowledged, refused, or given up.
-    async fn deliver<F>(&mut self, what: &str, mut call: F) -> Result<()>
+    async fn deliver<F>(&self, what: &str, mut call: F) -> Result<()>
     where
         F: FnMut(
             (FlightServiceClient<Channel>, Option<String>),
@@ -495,7 +518,7 @@ impl Sender {
                 // A retry of something that did arrive the first time.
                 Err(s) if s.code() == Code::AlreadyExists && attempts > 1 => return Ok(()),
                 Err(s) if transient(s.code()) => {
-                    self.client = None;
+                    *self.client.lock().await = None;
                     *self.shared.status.lock().expect("status lock") = SenderStatus::Retrying {
                         attempts,
                         last_error: s.message().to_string(),
