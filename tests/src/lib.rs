@@ -4,14 +4,35 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-/// The release `lrid` of this checkout (or `$LRID_BIN`); `make test` builds it first.
+/// The profile folder the running test or bench was built into (`target/release`, or the same
+/// under `CARGO_TARGET_DIR`): the executable lives in its `deps/`.
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    exe.parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release"))
+}
+
+/// The release `lrid` built beside these tests (or `$LRID_BIN`); `make test` builds it first.
 pub fn lrid_bin() -> PathBuf {
     let path = std::env::var_os("LRID_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/lrid"));
+        .unwrap_or_else(|| profile_dir().join("lrid"));
     assert!(
         path.exists(),
         "{} does not exist: build it first (cargo build --release -p lrid)",
+        path.display()
+    );
+    path
+}
+
+/// An example program built beside these tests (`cargo test` builds the workspace's examples).
+pub fn example_bin(name: &str) -> PathBuf {
+    let path = profile_dir().join("examples").join(name);
+    assert!(
+        path.exists(),
+        "{} does not exist: build it first (cargo build --release --workspace --examples)",
         path.display()
     );
     path

@@ -40,6 +40,9 @@ use lrid_protocol::{
     VALUE_COLUMN,
 };
 pub use lrid_protocol::{LayerInfo, Position, RunLabels, SnapshotMeasure};
+
+#[cfg(feature = "tch")]
+pub mod torch;
 use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 use tonic::transport::{Channel, Endpoint};
@@ -246,18 +249,28 @@ impl Recorder {
     }
 
     fn snapshot(&self, header: SnapshotHeader, values: &[f32]) -> Result<()> {
+        self.check_values(&header, values.len())?;
+        self.snapshot_owned(header, values.to_vec())
+    }
+
+    fn check_values(&self, header: &SnapshotHeader, len: usize) -> Result<()> {
         self.take_error()?;
-        if header.expected_values() != values.len() as u64 {
+        if header.expected_values() != len as u64 {
             return Err(Error::InvalidArgument(format!(
                 "{} of layer {} ({}): {} values given, the shapes say {}",
                 header.measure.as_str(),
                 header.layer.index,
                 header.layer.name,
-                values.len(),
+                len,
                 header.expected_values()
             )));
         }
-        let bytes = size_of_val(values);
+        Ok(())
+    }
+
+    /// Queues values the recorder owns (already checked against the header).
+    fn snapshot_owned(&self, header: SnapshotHeader, values: Vec<f32>) -> Result<()> {
+        let bytes = size_of_val(values.as_slice());
         let capacity = self.config.buffer_bytes;
         let reserved = self
             .shared
@@ -274,7 +287,7 @@ impl Recorder {
         }
         self.send(Job::Snapshot {
             header,
-            values: Float32Array::from(values.to_vec()),
+            values: Float32Array::from(values),
         })
     }
 
