@@ -38,6 +38,17 @@ pub fn example_bin(name: &str) -> PathBuf {
     path
 }
 
+/// A plugin library (`lib{name}.so`) built by the workspace beside these tests.
+pub fn plugin_lib(name: &str) -> PathBuf {
+    let path = profile_dir().join(format!("lib{name}.so"));
+    assert!(
+        path.exists(),
+        "{} does not exist: build the workspace first (cargo build --release --workspace)",
+        path.display()
+    );
+    path
+}
+
 /// A running `lrid serve`, killed when dropped.
 #[derive(Debug)]
 pub struct Daemon {

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use lrid_plugins::PluginsConfig;
 use lrid_server::ServerConfig;
 use lrid_store::StoreConfig;
 use serde::{Deserialize, Serialize};
@@ -15,6 +16,7 @@ pub const DEFAULT_TOML: &str = include_str!("../../../config/lrid.toml");
 pub struct Config {
     pub server: ServerConfig,
     pub store: StoreConfig,
+    pub plugins: PluginsConfig,
 }
 
 impl Config {

@@ -5,6 +5,7 @@
 
 mod config;
 mod npy;
+mod plugins_cmd;
 mod serve;
 mod sql;
 mod stats_cmd;
@@ -33,6 +34,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Run a SQL query on a running daemon.
     Sql(sql::SqlArgs),
+    /// List the plugins of the plugins folder (name, kind, version, file) and refused files.
+    Plugins(plugins_cmd::PluginsArgs),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
             Some(Command::Stats(args)) => stats_cmd::run(&args),
             Some(Command::Serve(args)) => serve::run(&args),
             Some(Command::Sql(args)) => sql::run(&args),
+            Some(Command::Plugins(args)) => plugins_cmd::run(&args),
             None => {
                 use clap::CommandFactory;
                 Cli::command().print_help().ok();

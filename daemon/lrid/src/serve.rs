@@ -21,6 +21,9 @@ pub struct ServeArgs {
     /// Folder of the Parquet tables and the write-ahead log.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Folder of plugin libraries, loaded and watched.
+    #[arg(long, value_name = "DIR")]
+    plugins_dir: Option<PathBuf>,
     /// Bearer token every call must carry.
     #[arg(long, env = "LRID_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -40,6 +43,10 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     if args.token.is_some() {
         config.server.token = args.token.clone();
     }
+    if let Some(d) = &args.plugins_dir {
+        config.plugins.dir = Some(d.clone());
+    }
+    lrid_torch::init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -51,6 +58,18 @@ pub fn run(args: &ServeArgs) -> Result<()> {
                 config.store.data_dir.display()
             )
         })?;
+        // Plugins: loaded now, re-scanned on every change of the folder. A refused file is
+        // logged (and listed by `lrid plugins`); it never stops the daemon.
+        // Private copies of the libraries of the last run are no longer mapped by anyone.
+        let cache = store.dir().join("plugin-cache");
+        std::fs::remove_dir_all(&cache).ok();
+        let plugins = std::sync::Arc::new(lrid_plugins::PluginHost::new(
+            config.plugins.dir_in(store.dir()),
+            cache,
+        )?);
+        let report = plugins.rescan()?;
+        tracing::info!(loaded = ?report.loaded, refused = report.refused.len(), dir = %plugins.dir().display(), "plugins");
+        let _watcher = plugins.watch()?;
         let server = Server::bind(config.server.clone(), store.clone()).await?;
         let addr = server.local_addr();
         // The first line on stdout: tests and scripts read the address from it.

@@ -1,0 +1,571 @@
+//! # lrid-plugins
+//!
+//! The plugin host. In: a plugins folder of `.so` files built with `lrid-plugin`. Out: loaded
+//! plugins by name ([`PluginHost::rule`]), learning-rule instances with a safe interface
+//! ([`RuleInstance`]), and a listing with why a file was refused ([`PluginHost::list`]).
+//!
+//! Loading: every `.so` is hashed; a new or changed file is copied to a unique path in the
+//! host's cache folder and loaded from there (the original can be replaced at any time); its
+//! ABI version symbol and stated torch version are checked before anything else is called. A
+//! changed file is loaded beside the old one: runs already using the old version keep it (each
+//! [`RuleInstance`] holds its plugin), new runs get the new one. Libraries are never unloaded
+//! (unloading code that libtorch or the Rust runtime may still reference is not safe), so a
+//! version costs its mapping until the process exits. A broken or refused file is reported and
+//! skipped; it never takes the host down. [`PluginHost::rescan`] is idempotent, so file-system
+//! events are only hints to call it ([`PluginHost::watch`]).
+
+use std::collections::BTreeMap;
+use std::ffi::{CStr, CString, c_void};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use lrid_plugin::{
+    ABI_VERSION, ABI_VERSION_SYMBOL, C_tensor, ENTRY_SYMBOL, ErrorBuf, LayerSpec, MAX_EXTRA,
+    PluginInfo, PluginKind, RuleVTable, STATUS_OK, TORCH_VERSION,
+};
+use tch::Tensor;
+
+/// `[plugins]` of `lrid.toml`.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginsConfig {
+    /// Folder of plugin libraries (`*.so`), watched while the daemon runs; unset: `plugins/` in
+    /// the data folder.
+    pub dir: Option<PathBuf>,
+}
+
+impl PluginsConfig {
+    /// The folder, given the store's data folder.
+    pub fn dir_in(&self, data_dir: &Path) -> PathBuf {
+        self.dir.clone().unwrap_or_else(|| data_dir.join("plugins"))
+    }
+}
+
+/// Errors of the plugin host.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{file}: cannot be loaded as a library: {reason}")]
+    Load { file: PathBuf, reason: String },
+    #[error("{file}: not an lrid plugin: it does not export '{symbol}'")]
+    NotAPlugin { file: PathBuf, symbol: String },
+    #[error(
+        "{file}: built for plugin ABI version {found}, this lrid speaks version {expected}; rebuild it against this lrid's lrid-plugin crate"
+    )]
+    Abi {
+        file: PathBuf,
+        found: u32,
+        expected: u32,
+    },
+    #[error(
+        "{file}: plugin '{plugin}' was built against torch {built}, this lrid runs torch {running}; tensors cannot cross between them — rebuild it against torch {running}"
+    )]
+    Torch {
+        file: PathBuf,
+        plugin: String,
+        built: String,
+        running: String,
+    },
+    #[error("{file}: plugin name '{name}' is already provided by {other}")]
+    DuplicateName {
+        file: PathBuf,
+        name: String,
+        other: PathBuf,
+    },
+    #[error("no learning rule named '{name}' is loaded (loaded: {loaded})")]
+    UnknownRule { name: String, loaded: String },
+    #[error("learning rule '{plugin}' failed in {call}: {message}")]
+    Rule {
+        plugin: String,
+        call: &'static str,
+        message: String,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// One loaded version of a plugin file.
+pub struct Plugin {
+    pub name: String,
+    pub version: String,
+    pub kind: PluginKind,
+    /// The file in the plugins folder it came from.
+    pub file: PathBuf,
+    /// The private copy it was loaded from.
+    pub loaded_from: PathBuf,
+    pub content_hash: u64,
+    info: &'static PluginInfo,
+    // Never dropped: see the crate documentation.
+    _library: std::mem::ManuallyDrop<libloading::Library>,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("file", &self.file)
+            .finish_non_exhaustive()
+    }
+}
+
+// The info and vtable are immutable static data of a library that is never unloaded.
+unsafe impl Send for Plugin {}
+unsafe impl Sync for Plugin {}
+
+/// A row of `lrid plugins`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listing {
+    pub name: String,
+    pub kind: &'static str,
+    pub version: String,
+    pub file: PathBuf,
+    pub content_hash: u64,
+}
+
+#[derive(Default)]
+struct State {
+    /// Current plugin of each file in the folder.
+    by_file: BTreeMap<PathBuf, Arc<Plugin>>,
+    /// Files refused at the last scan, with why (re-tried when their content changes).
+    refused: BTreeMap<PathBuf, (u64, String)>,
+}
+
+/// What one [`PluginHost::rescan`] changed.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct ScanReport {
+    pub loaded: Vec<String>,
+    pub removed: Vec<PathBuf>,
+    pub refused: Vec<String>,
+}
+
+/// Loads the plugins of one folder and keeps them current.
+pub struct PluginHost {
+    dir: PathBuf,
+    cache: PathBuf,
+    state: Mutex<State>,
+    copies: AtomicU64,
+}
+
+impl std::fmt::Debug for PluginHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginHost")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn content_hash(bytes: &[u8]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
+}
+
+fn c_str(p: *const std::ffi::c_char) -> String {
+    if p.is_null() {
+        return String::new();
+    }
+    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+}
+
+/// `2.11.0+cu130` → `2.11.0`: local build tags (CPU, CUDA flavour) share the C++ ABI.
+fn release(version: &str) -> &str {
+    version.split('+').next().unwrap_or(version)
+}
+
+impl PluginHost {
+    /// A host for `dir` (created if missing) that copies libraries into `cache` before loading.
+    /// Loads nothing yet: call [`PluginHost::rescan`].
+    pub fn new(dir: impl Into<PathBuf>, cache: impl Into<PathBuf>) -> Result<Self> {
+        let (dir, cache) = (dir.into(), cache.into());
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        std::fs::create_dir_all(&cache).map_err(io(&cache))?;
+        Ok(Self {
+            dir,
+            cache,
+            state: Mutex::new(State::default()),
+            copies: AtomicU64::new(0),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Loads new and changed files, forgets removed ones; refusals are logged and listed.
+    pub fn rescan(&self) -> Result<ScanReport> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.dir)
+            .map_err(io(&self.dir))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "so") && p.is_file())
+            .collect();
+        files.sort();
+        let mut report = ScanReport::default();
+        let mut state = self.state.lock().expect("plugin host lock");
+        let gone: Vec<PathBuf> = state
+            .by_file
+            .keys()
+            .filter(|f| !files.contains(f))
+            .cloned()
+            .collect();
+        for f in gone {
+            state.by_file.remove(&f);
+            tracing::info!(file = %f.display(), "plugin file removed; runs using it keep it");
+            report.removed.push(f);
+        }
+        state.refused.retain(|f, _| files.contains(f));
+        for file in files {
+            let bytes = match std::fs::read(&file) {
+                Ok(b) => b,
+                Err(e) => {
+                    report.refused.push(format!("{}: {e}", file.display()));
+                    continue;
+                }
+            };
+            let hash = content_hash(&bytes);
+            if state
+                .by_file
+                .get(&file)
+                .is_some_and(|p| p.content_hash == hash)
+                || state.refused.get(&file).is_some_and(|(h, _)| *h == hash)
+            {
+                continue;
+            }
+            match self.load(&file, &bytes, hash, &state) {
+                Ok(plugin) => {
+                    tracing::info!(
+                        name = %plugin.name,
+                        version = %plugin.version,
+                        file = %file.display(),
+                        "plugin loaded"
+                    );
+                    report.loaded.push(plugin.name.clone());
+                    state.refused.remove(&file);
+                    state.by_file.insert(file, Arc::new(plugin));
+                }
+                Err(e) => {
+                    tracing::warn!("plugin refused: {e}");
+                    report.refused.push(e.to_string());
+                    state.refused.insert(file, (hash, e.to_string()));
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    fn load(&self, file: &Path, bytes: &[u8], hash: u64, state: &State) -> Result<Plugin> {
+        // A private copy: the original may be rewritten while (or after) it is mapped.
+        let stem = file.file_stem().unwrap_or_default().to_string_lossy();
+        let n = self.copies.fetch_add(1, Ordering::Relaxed);
+        let copy = self
+            .cache
+            .join(format!("{stem}-{hash:016x}-{}-{n}.so", std::process::id()));
+        std::fs::write(&copy, bytes).map_err(io(&copy))?;
+        let library = unsafe { libloading::Library::new(&copy) }.map_err(|e| Error::Load {
+            file: file.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let missing = |symbol: &[u8]| Error::NotAPlugin {
+            file: file.to_path_buf(),
+            symbol: String::from_utf8_lossy(symbol).into_owned(),
+        };
+        let abi = unsafe { library.get::<*const u32>(ABI_VERSION_SYMBOL) }
+            .map_err(|_| missing(ABI_VERSION_SYMBOL))?;
+        let found = unsafe { **abi };
+        if found != ABI_VERSION {
+            return Err(Error::Abi {
+                file: file.to_path_buf(),
+                found,
+                expected: ABI_VERSION,
+            });
+        }
+        let entry = unsafe {
+            library.get::<unsafe extern "C-unwind" fn() -> *const PluginInfo>(ENTRY_SYMBOL)
+        }
+        .map_err(|_| missing(ENTRY_SYMBOL))?;
+        let info: &'static PluginInfo = unsafe { &*entry() };
+        let name = c_str(info.name);
+        let built = c_str(info.torch_version);
+        let running = lrid_torch::init().version.clone();
+        if release(&built) != release(&running) || release(&built) != TORCH_VERSION {
+            return Err(Error::Torch {
+                file: file.to_path_buf(),
+                plugin: name,
+                built,
+                running,
+            });
+        }
+        if let Some((other, _)) = state
+            .by_file
+            .iter()
+            .find(|(f, p)| p.name == name && f.as_path() != file)
+        {
+            return Err(Error::DuplicateName {
+                file: file.to_path_buf(),
+                name,
+                other: other.clone(),
+            });
+        }
+        Ok(Plugin {
+            name,
+            version: c_str(info.version),
+            kind: info.kind,
+            file: file.to_path_buf(),
+            loaded_from: copy,
+            content_hash: hash,
+            info,
+            _library: std::mem::ManuallyDrop::new(library),
+        })
+    }
+
+    /// Everything loaded, by name.
+    pub fn list(&self) -> Vec<Listing> {
+        let state = self.state.lock().expect("plugin host lock");
+        let mut rows: Vec<Listing> = state
+            .by_file
+            .values()
+            .map(|p| Listing {
+                name: p.name.clone(),
+                kind: match p.kind {
+                    PluginKind::LearningRule => "learning-rule",
+                },
+                version: p.version.clone(),
+                file: p.file.clone(),
+                content_hash: p.content_hash,
+            })
+            .collect();
+        rows.sort_by(|a, b| a.name.cmp(&b.name));
+        rows
+    }
+
+    /// Files refused at the last scan, with why.
+    pub fn refused(&self) -> Vec<(PathBuf, String)> {
+        let state = self.state.lock().expect("plugin host lock");
+        state
+            .refused
+            .iter()
+            .map(|(f, (_, why))| (f.clone(), why.clone()))
+            .collect()
+    }
+
+    /// The current version of learning rule `name`.
+    pub fn rule(&self, name: &str) -> Result<Arc<Plugin>> {
+        let state = self.state.lock().expect("plugin host lock");
+        state
+            .by_file
+            .values()
+            .find(|p| p.name == name && p.kind == PluginKind::LearningRule)
+            .cloned()
+            .ok_or_else(|| {
+                let loaded: Vec<&str> = state.by_file.values().map(|p| p.name.as_str()).collect();
+                Error::UnknownRule {
+                    name: name.to_string(),
+                    loaded: if loaded.is_empty() {
+                        "none".into()
+                    } else {
+                        loaded.join(", ")
+                    },
+                }
+            })
+    }
+
+    /// Re-scans whenever the folder changes (events are hints; every scan compares content),
+    /// until the returned watcher is dropped.
+    pub fn watch(self: &Arc<Self>) -> Result<notify::RecommendedWatcher> {
+        use notify::Watcher;
+        let host = Arc::downgrade(self);
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if event.is_err() {
+                    return;
+                }
+                if let Some(host) = host.upgrade() {
+                    // A file being written shows several events; scanning again is harmless.
+                    if let Err(e) = host.rescan() {
+                        tracing::warn!("plugin rescan failed: {e}");
+                    }
+                }
+            })
+            .map_err(|e| Error::Load {
+                file: self.dir.clone(),
+                reason: format!("cannot watch the plugins folder: {e}"),
+            })?;
+        watcher
+            .watch(&self.dir, notify::RecursiveMode::NonRecursive)
+            .map_err(|e| Error::Load {
+                file: self.dir.clone(),
+                reason: format!("cannot watch the plugins folder: {e}"),
+            })?;
+        Ok(watcher)
+    }
+}
+
+impl Plugin {
+    fn vtable(&self) -> &'static RuleVTable {
+        unsafe { &*self.info.rule }
+    }
+
+    /// A new instance of this learning rule with JSON hyperparameters.
+    pub fn instantiate(self: &Arc<Self>, config: &serde_json::Value) -> Result<RuleInstance> {
+        let text = CString::new(config.to_string()).expect("JSON has no NUL");
+        let mut state: *mut c_void = std::ptr::null_mut();
+        call(&self.name, "create", |err| unsafe {
+            (self.vtable().create)(text.as_ptr(), &mut state, err)
+        })?;
+        Ok(RuleInstance {
+            plugin: self.clone(),
+            state,
+        })
+    }
+}
+
+/// Calls a vtable function with an error buffer; a failure becomes [`Error::Rule`].
+fn call(plugin: &str, name: &'static str, f: impl FnOnce(*mut ErrorBuf) -> i32) -> Result<()> {
+    let mut bytes = vec![0u8; 4096];
+    let mut err = ErrorBuf {
+        buf: bytes.as_mut_ptr(),
+        cap: bytes.len(),
+        len: 0,
+    };
+    if f(&mut err) == STATUS_OK {
+        return Ok(());
+    }
+    Err(Error::Rule {
+        plugin: plugin.to_string(),
+        call: name,
+        message: String::from_utf8_lossy(&bytes[..err.len.min(bytes.len())]).into_owned(),
+    })
+}
+
+fn handle(t: &Tensor) -> *mut C_tensor {
+    t.as_ptr() as *mut C_tensor
+}
+
+fn optional_handle(t: Option<&Tensor>) -> *mut C_tensor {
+    t.map_or(std::ptr::null_mut(), handle)
+}
+
+/// One instance of a learning rule (one per training run); holds its plugin version loaded.
+pub struct RuleInstance {
+    plugin: Arc<Plugin>,
+    state: *mut c_void,
+}
+
+// The instance is used by one training loop at a time (&mut self for every call).
+unsafe impl Send for RuleInstance {}
+
+impl std::fmt::Debug for RuleInstance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuleInstance")
+            .field("plugin", &self.plugin.name)
+            .field("version", &self.plugin.version)
+            .finish()
+    }
+}
+
+impl RuleInstance {
+    pub fn plugin(&self) -> &Arc<Plugin> {
+        &self.plugin
+    }
+
+    /// The layer's extra trainable tensors (e.g. feedback weights), made from its kernel.
+    pub fn init_layer(&mut self, spec: &LayerSpec, weight: &Tensor) -> Result<Vec<Tensor>> {
+        let mut out = [std::ptr::null_mut::<C_tensor>(); MAX_EXTRA];
+        let mut n = 0usize;
+        call(&self.plugin.name, "init_layer", |err| unsafe {
+            (self.plugin.vtable().init_layer)(
+                self.state,
+                spec,
+                handle(weight),
+                out.as_mut_ptr(),
+                &mut n,
+                err,
+            )
+        })?;
+        Ok(out[..n.min(MAX_EXTRA)]
+            .iter()
+            .map(|&p| unsafe { Tensor::from_ptr(p) })
+            .collect())
+    }
+
+    /// The layer's output before its activation, with the rule's gradient routing.
+    pub fn forward(
+        &mut self,
+        spec: &LayerSpec,
+        x: &Tensor,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        extra: &[Tensor],
+    ) -> Result<Tensor> {
+        let extra: Vec<*mut C_tensor> = extra.iter().map(handle).collect();
+        let mut out = std::ptr::null_mut();
+        call(&self.plugin.name, "forward", |err| unsafe {
+            (self.plugin.vtable().forward)(
+                self.state,
+                spec,
+                handle(x),
+                handle(weight),
+                optional_handle(bias),
+                extra.as_ptr(),
+                extra.len(),
+                &mut out,
+                err,
+            )
+        })?;
+        Ok(unsafe { Tensor::from_ptr(out) })
+    }
+
+    /// The layer's local loss for this training step, if the rule has one.
+    pub fn local_loss(
+        &mut self,
+        spec: &LayerSpec,
+        x: &Tensor,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        extra: &[Tensor],
+    ) -> Result<Option<Tensor>> {
+        let extra: Vec<*mut C_tensor> = extra.iter().map(handle).collect();
+        let mut out = std::ptr::null_mut();
+        call(&self.plugin.name, "local_loss", |err| unsafe {
+            (self.plugin.vtable().local_loss)(
+                self.state,
+                spec,
+                handle(x),
+                handle(weight),
+                optional_handle(bias),
+                extra.as_ptr(),
+                extra.len(),
+                &mut out,
+                err,
+            )
+        })?;
+        Ok((!out.is_null()).then(|| unsafe { Tensor::from_ptr(out) }))
+    }
+
+    /// Updates `params` in place from their gradients.
+    pub fn step(&mut self, params: &[Tensor], lr: f64) -> Result<()> {
+        let params: Vec<*mut C_tensor> = params.iter().map(handle).collect();
+        call(&self.plugin.name, "step", |err| unsafe {
+            (self.plugin.vtable().step)(self.state, params.as_ptr(), params.len(), lr, err)
+        })
+    }
+}
+
+impl Drop for RuleInstance {
+    fn drop(&mut self) {
+        unsafe { (self.plugin.vtable().destroy)(self.state) };
+    }
+}

@@ -1,0 +1,401 @@
+//! The plugin host with the real plugin libraries the workspace builds (`plugins/`): loading,
+//! refusal, isolation of a panicking plugin, hot reload, and the four built-in rules checked
+//! against closed forms and against libtorch's own optimizers.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lrid_plugin::{LayerKind, LayerSpec};
+use lrid_plugins::{PluginHost, RuleInstance};
+use tch::nn::{self, Module, OptimizerConfig};
+use tch::{Device, Kind, Tensor};
+
+/// A plugin library built by the workspace, beside this test executable.
+fn built(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let path = dir.join(format!("lib{name}.so"));
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace first (cargo build --release --workspace)",
+        path.display()
+    );
+    path
+}
+
+struct Folder {
+    _tmp: tempfile::TempDir,
+    plugins: PathBuf,
+    host: Arc<PluginHost>,
+}
+
+fn folder(libs: &[(&str, &str)]) -> Folder {
+    let tmp = tempfile::tempdir().unwrap();
+    let plugins = tmp.path().join("plugins");
+    let host = Arc::new(PluginHost::new(&plugins, tmp.path().join("cache")).unwrap());
+    for (lib, file) in libs {
+        std::fs::copy(built(lib), plugins.join(file)).unwrap();
+    }
+    Folder {
+        _tmp: tmp,
+        plugins,
+        host,
+    }
+}
+
+fn rule(host: &PluginHost, name: &str, config: serde_json::Value) -> RuleInstance {
+    host.rule(name).unwrap().instantiate(&config).unwrap()
+}
+
+const DENSE: LayerSpec = LayerSpec {
+    index: 0,
+    kind: LayerKind::Dense,
+    stride: [1, 1],
+    padding: [0, 0],
+};
+
+const CONV: LayerSpec = LayerSpec {
+    index: 1,
+    kind: LayerKind::Conv,
+    stride: [2, 2],
+    padding: [1, 1],
+};
+
+fn randn(shape: &[i64]) -> Tensor {
+    Tensor::randn(shape, (Kind::Float, Device::Cpu))
+}
+
+fn assert_close(a: &Tensor, b: &Tensor, what: &str) {
+    let diff = (a - b).abs().max().double_value(&[]);
+    let scale = b.abs().max().double_value(&[]).max(1e-6);
+    assert!(
+        diff <= 1e-5 * scale,
+        "{what}: max difference {diff} (scale {scale})"
+    );
+}
+
+#[test]
+fn built_in_rules_load_and_are_listed() {
+    let f = folder(&[
+        ("lrid_rule_sgdm", "sgdm.so"),
+        ("lrid_rule_adam", "adam.so"),
+        ("lrid_rule_feedback_alignment", "fa.so"),
+        ("lrid_rule_information_alignment", "ia.so"),
+    ]);
+    let report = f.host.rescan().unwrap();
+    assert_eq!(report.loaded.len(), 4, "{report:?}");
+    let names: Vec<_> = f
+        .host
+        .list()
+        .into_iter()
+        .map(|l| (l.name, l.kind, l.version))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("adam".to_string(), "learning-rule", "1.0.0".to_string()),
+            ("feedback-alignment".into(), "learning-rule", "1.0.0".into()),
+            (
+                "information-alignment".into(),
+                "learning-rule",
+                "1.0.0".into()
+            ),
+            ("sgdm".into(), "learning-rule", "1.0.0".into()),
+        ]
+    );
+    // A second scan of unchanged files loads nothing.
+    assert_eq!(f.host.rescan().unwrap(), Default::default());
+    let e = f.host.rule("nope").unwrap_err().to_string();
+    assert!(
+        e.contains("no learning rule named 'nope'") && e.contains("sgdm"),
+        "{e}"
+    );
+    // A bad configuration is the rule's error, by name.
+    let e = f
+        .host
+        .rule("sgdm")
+        .unwrap()
+        .instantiate(&serde_json::json!({"momentum": "high"}))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("'momentum' must be a number"), "{e}");
+}
+
+#[test]
+fn wrong_abi_and_broken_files_are_refused_and_the_rest_still_loads() {
+    let f = folder(&[
+        ("lrid_testing_wrong_abi", "future.so"),
+        ("lrid_rule_sgdm", "sgdm.so"),
+    ]);
+    std::fs::write(f.plugins.join("junk.so"), b"this is not an ELF file").unwrap();
+    let report = f.host.rescan().unwrap();
+    assert_eq!(report.loaded, ["sgdm"]);
+    let refused = f.host.refused();
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    let why = |file: &str| {
+        refused
+            .iter()
+            .find(|(f, _)| f.ends_with(file))
+            .map(|(_, w)| w.clone())
+            .unwrap()
+    };
+    assert!(
+        why("future.so").contains("plugin ABI version 999")
+            && why("future.so").contains("speaks version 1"),
+        "{}",
+        why("future.so")
+    );
+    assert!(
+        why("junk.so").contains("cannot be loaded as a library"),
+        "{}",
+        why("junk.so")
+    );
+    // The same broken content is not retried on every scan; new content is.
+    assert!(f.host.rescan().unwrap().refused.is_empty());
+    std::fs::copy(built("lrid_rule_adam"), f.plugins.join("junk.so")).unwrap();
+    assert_eq!(f.host.rescan().unwrap().loaded, ["adam"]);
+}
+
+#[test]
+fn a_panicking_plugin_is_an_error_for_its_run_only() {
+    let f = folder(&[
+        ("lrid_testing_panicking", "panicking.so"),
+        ("lrid_rule_sgdm", "sgdm.so"),
+    ]);
+    f.host.rescan().unwrap();
+    let mut bad = rule(
+        &f.host,
+        "testing-panicking",
+        serde_json::json!({"panic_in_step": true}),
+    );
+    let (x, w) = (randn(&[2, 3]), randn(&[4, 3]));
+    let e = bad
+        .forward(&DENSE, &x, &w, None, &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("'testing-panicking' failed in forward")
+            && e.contains("panicked: deliberate panic in forward of layer 0"),
+        "{e}"
+    );
+    let e = bad.step(&[w.shallow_clone()], 0.1).unwrap_err().to_string();
+    assert!(e.contains("deliberate panic in step"), "{e}");
+    // The host and the other rules carry on.
+    let mut good = rule(&f.host, "sgdm", serde_json::json!({}));
+    let y = good.forward(&DENSE, &x, &w, None, &[]).unwrap();
+    assert_close(
+        &y,
+        &x.linear(&w, None::<Tensor>),
+        "sgdm forward after a panic elsewhere",
+    );
+}
+
+#[test]
+fn a_changed_plugin_is_loaded_beside_the_old_one_while_runs_keep_theirs() {
+    let f = folder(&[("lrid_rule_sgdm", "rule.so")]);
+    f.host.rescan().unwrap();
+    let mut old = rule(&f.host, "sgdm", serde_json::json!({}));
+    let watcher = f.host.watch().unwrap();
+    // Replace the file's content (as a rebuild would): a new plugin comes from the same path.
+    let tmp = f.plugins.join("rule.so.tmp");
+    std::fs::copy(built("lrid_rule_adam"), &tmp).unwrap();
+    std::fs::rename(&tmp, f.plugins.join("rule.so")).unwrap();
+    let start = Instant::now();
+    while f.host.rule("adam").is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the watcher did not reload the plugin"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(watcher);
+    assert!(
+        f.host.rule("sgdm").is_err(),
+        "the old version is no longer offered to new runs"
+    );
+    // The run that started with sgdm still trains with it.
+    let w = randn(&[3, 2]).set_requires_grad(true);
+    (&w * &w).sum(Kind::Float).backward();
+    let before = w.detach().copy();
+    old.step(&[w.shallow_clone()], 0.5).unwrap();
+    // SGD's first step: w - lr·2w = 0.
+    assert_close(&w.detach(), &(before * 0.0), "the old rule's step");
+    let listing = f.host.list();
+    assert_eq!(listing.len(), 1);
+    assert_eq!(listing[0].name, "adam");
+    assert!(listing[0].file.ends_with("rule.so"));
+}
+
+#[test]
+fn feedback_alignment_routes_the_input_gradient_through_b_and_never_moves_b() {
+    tch::manual_seed(11);
+    let f = folder(&[("lrid_rule_feedback_alignment", "fa.so")]);
+    f.host.rescan().unwrap();
+    let mut fa = rule(&f.host, "feedback-alignment", serde_json::json!({}));
+
+    // Dense.
+    let w = randn(&[3, 5]).set_requires_grad(true);
+    let bias = randn(&[3]).set_requires_grad(true);
+    let extra = fa.init_layer(&DENSE, &w).unwrap();
+    assert_eq!(extra.len(), 1);
+    let b = &extra[0];
+    assert_eq!(b.size(), w.size());
+    assert!(
+        (b - &w).abs().max().double_value(&[]) > 1e-3,
+        "B is drawn independently of W"
+    );
+    let x = randn(&[4, 5]).set_requires_grad(true);
+    let y = fa.forward(&DENSE, &x, &w, Some(&bias), &extra).unwrap();
+    assert_close(&y, &x.linear(&w, Some(&bias)), "FA forward value");
+    let g = randn(&[4, 3]);
+    (&y * &g).sum(Kind::Float).backward();
+    assert_close(&x.grad(), &g.matmul(b), "dL/dx = g·B");
+    assert_close(
+        &w.grad(),
+        &g.transpose(0, 1).matmul(&x.detach()),
+        "dL/dW = gᵀx",
+    );
+    assert_close(
+        &bias.grad(),
+        &g.sum_dim_intlist(0, false, Kind::Float),
+        "dL/db",
+    );
+    assert!(!b.grad().defined(), "no gradient reaches B");
+
+    // Conv (stride 2, padding 1): the input gradient is the transposed conv with B.
+    let wc = randn(&[4, 2, 3, 3]).set_requires_grad(true);
+    let extra_c = fa.init_layer(&CONV, &wc).unwrap();
+    let xc = randn(&[2, 2, 7, 7]).set_requires_grad(true);
+    let yc = fa.forward(&CONV, &xc, &wc, None, &extra_c).unwrap();
+    let gc = randn(&yc.size());
+    (&yc * &gc).sum(Kind::Float).backward();
+    let xr = xc.detach().set_requires_grad(true);
+    (xr.conv2d(&extra_c[0], None::<Tensor>, [2, 2], [1, 1], [1, 1], 1) * &gc)
+        .sum(Kind::Float)
+        .backward();
+    assert_close(&xc.grad(), &xr.grad(), "conv dL/dx through B");
+
+    // A step moves W, never B.
+    let b_before = b.copy();
+    let w_before = w.detach().copy();
+    fa.step(
+        &[w.shallow_clone(), bias.shallow_clone(), b.shallow_clone()],
+        0.1,
+    )
+    .unwrap();
+    assert!(b.equal(&b_before), "B moved");
+    assert!(!w.detach().equal(&w_before), "W did not move");
+}
+
+#[test]
+fn information_alignment_gives_b_the_closed_form_gradient_and_w_none() {
+    tch::manual_seed(12);
+    let f = folder(&[("lrid_rule_information_alignment", "ia.so")]);
+    f.host.rescan().unwrap();
+    let mut ia = rule(&f.host, "information-alignment", serde_json::json!({}));
+    let (alpha, beta, gamma) = (2e-3, 1e-3, 1e-3);
+    let w = randn(&[3, 5]).set_requires_grad(true);
+    let bias = randn(&[3]).set_requires_grad(true);
+    let extra = ia.init_layer(&DENSE, &w).unwrap();
+    let b = &extra[0];
+    assert!(b.requires_grad());
+    let x = randn(&[6, 5]);
+    let loss = ia
+        .local_loss(&DENSE, &x, &w, Some(&bias), &extra)
+        .unwrap()
+        .expect("IA has a local loss");
+    loss.backward();
+    // TF layout of the spec: ∂R/∂B = −(α/N)·rᵀx + (2β/N)·rᵀf + 2γ·B, r = xWᵀ + b, f = r·B.
+    let n = 6.0;
+    let r = x.linear(&w.detach(), Some(&bias.detach()));
+    let fr = r.matmul(&b.detach());
+    let want = r.transpose(0, 1).matmul(&x) * (-alpha / n)
+        + r.transpose(0, 1).matmul(&fr) * (2.0 * beta / n)
+        + b.detach() * (2.0 * gamma);
+    assert_close(&b.grad(), &want, "∂R_IA/∂B");
+    assert!(!w.grad().defined() || w.grad().abs().max().double_value(&[]) == 0.0);
+    assert!(!bias.grad().defined() || bias.grad().abs().max().double_value(&[]) == 0.0);
+
+    // Conv: the reconstruction has the input's shape, and only B gets a gradient.
+    let wc = randn(&[4, 2, 3, 3]).set_requires_grad(true);
+    let extra_c = ia.init_layer(&CONV, &wc).unwrap();
+    let xc = randn(&[2, 2, 8, 8]);
+    let lc = ia
+        .local_loss(&CONV, &xc, &wc, None, &extra_c)
+        .unwrap()
+        .unwrap();
+    lc.backward();
+    assert!(extra_c[0].grad().abs().sum(Kind::Float).double_value(&[]) > 0.0);
+    assert!(!wc.grad().defined());
+}
+
+/// Trains one copy with tch's optimizer and one with the plugin, same data, same start.
+fn compare_with_tch(plugin_lib: &str, name: &str, make: impl Fn(&nn::VarStore) -> nn::Optimizer) {
+    tch::manual_seed(5);
+    let f = folder(&[(plugin_lib, "rule.so")]);
+    f.host.rescan().unwrap();
+    let mut instance = rule(&f.host, name, serde_json::json!({}));
+    let vs = nn::VarStore::new(Device::Cpu);
+    let layer = nn::linear(vs.root(), 6, 2, Default::default());
+    let mut opt = make(&vs);
+    let w = layer.ws.detach().copy().set_requires_grad(true);
+    let b = layer
+        .bs
+        .as_ref()
+        .unwrap()
+        .detach()
+        .copy()
+        .set_requires_grad(true);
+    for step in 0..6 {
+        let x = randn(&[8, 6]);
+        let target = randn(&[8, 2]);
+        let loss = (layer.forward(&x) - &target).square().mean(Kind::Float);
+        opt.zero_grad();
+        loss.backward();
+        opt.step();
+        let mut params = [w.shallow_clone(), b.shallow_clone()];
+        for p in &mut params {
+            p.zero_grad();
+        }
+        let loss = (x.linear(&w, Some(&b)) - &target)
+            .square()
+            .mean(Kind::Float);
+        loss.backward();
+        instance.step(&params, 0.05).unwrap();
+        assert_close(
+            &w.detach(),
+            &layer.ws.detach(),
+            &format!("{name} kernel after step {step}"),
+        );
+        assert_close(
+            &b.detach(),
+            &layer.bs.as_ref().unwrap().detach(),
+            &format!("{name} bias after step {step}"),
+        );
+    }
+}
+
+#[test]
+fn sgdm_and_adam_match_libtorch_step_for_step() {
+    compare_with_tch("lrid_rule_sgdm", "sgdm", |vs| {
+        nn::Sgd {
+            momentum: 0.9,
+            ..Default::default()
+        }
+        .build(vs, 0.05)
+        .unwrap()
+    });
+    compare_with_tch("lrid_rule_adam", "adam", |vs| {
+        nn::Adam::default().build(vs, 0.05).unwrap()
+    });
+}
+
+#[test]
+fn the_plugins_folder_is_created_and_an_empty_one_is_fine() {
+    let tmp = tempfile::tempdir().unwrap();
+    let host = PluginHost::new(tmp.path().join("p"), tmp.path().join("c")).unwrap();
+    assert_eq!(host.rescan().unwrap(), Default::default());
+    assert!(host.list().is_empty());
+    assert!(Path::new(&tmp.path().join("p")).is_dir());
+}

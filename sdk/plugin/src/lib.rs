@@ -1,0 +1,475 @@
+//! # lrid-plugin
+//!
+//! The plugin ABI of lrid, and what makes writing a learning-rule plugin short. In: a type that
+//! implements [`LearningRule`]. Out: a `cdylib` exporting two C symbols — the ABI version
+//! ([`ABI_VERSION_SYMBOL`]) and an entry point ([`ENTRY_SYMBOL`]) returning a [`PluginInfo`] with
+//! a `#[repr(C)]` [`RuleVTable`] — that `lrid` loads from its plugins folder.
+//!
+//! Tensors cross the boundary as libtorch tensor handles (`*mut C_tensor` of `torch-sys`): host
+//! and plugin link the same libtorch, and the plugin states the torch version it was built
+//! against ([`TORCH_VERSION`]); the host refuses a mismatch. A handle passed *in* is borrowed
+//! (the plugin takes a shallow clone); a handle passed *out* is owned by the receiver.
+//!
+//! Every vtable function is `extern "C-unwind"`, runs the rule inside `catch_unwind`, and
+//! reports a panic or an error as status [`STATUS_ERROR`] with the message in an [`ErrorBuf`]:
+//! a failing rule fails its run, never the daemon.
+//!
+//! ```ignore
+//! struct Sgdm(lrid_plugin::SgdMomentum);
+//! impl lrid_plugin::LearningRule for Sgdm {
+//!     fn new(config: &serde_json::Value) -> Result<Self, String> { … }
+//!     fn step(&mut self, params: &[tch::Tensor], lr: f64) -> Result<(), String> {
+//!         self.0.step(params, lr)
+//!     }
+//! }
+//! lrid_plugin::export_rule!(Sgdm, name = "sgdm", version = "1.0.0");
+//! ```
+
+use std::ffi::{c_char, c_void};
+
+pub use tch;
+use tch::Tensor;
+pub use torch_sys::C_tensor;
+
+mod ops;
+mod optim;
+pub use ops::{draw_like, fa_forward, information_alignment_loss, plain_forward};
+pub use optim::{Adam, SgdMomentum};
+
+/// Version of this ABI; a plugin built for another is refused.
+pub const ABI_VERSION: u32 = 1;
+/// The libtorch version plugins built with this crate link (tch 0.24 ↔ PyTorch 2.11.0).
+pub const TORCH_VERSION: &str = "2.11.0";
+/// [`TORCH_VERSION`] for [`PluginInfo::torch_version`].
+pub const TORCH_VERSION_C: &std::ffi::CStr = c"2.11.0";
+/// Exported `u32` static holding the plugin's [`ABI_VERSION`].
+pub const ABI_VERSION_SYMBOL: &[u8] = b"lrid_plugin_abi_version";
+/// Exported `extern "C-unwind" fn() -> *const PluginInfo`.
+pub const ENTRY_SYMBOL: &[u8] = b"lrid_plugin_entry";
+
+/// Status of a vtable call: done.
+pub const STATUS_OK: i32 = 0;
+/// Status of a vtable call: failed (or panicked); the message is in the [`ErrorBuf`].
+pub const STATUS_ERROR: i32 = 1;
+
+/// What a plugin provides.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PluginKind {
+    LearningRule = 1,
+}
+
+/// What the entry point returns; lives as long as the library (static data).
+#[repr(C)]
+#[allow(missing_debug_implementations)] // raw pointers and function pointers of the ABI
+pub struct PluginInfo {
+    pub abi_version: u32,
+    pub kind: PluginKind,
+    /// NUL-terminated UTF-8.
+    pub name: *const c_char,
+    pub version: *const c_char,
+    pub torch_version: *const c_char,
+    pub rule: *const RuleVTable,
+}
+
+// Static, immutable data.
+unsafe impl Sync for PluginInfo {}
+
+/// Where a failing call writes its message (UTF-8, truncated to `cap`).
+#[repr(C)]
+#[allow(missing_debug_implementations)] // raw pointers and function pointers of the ABI
+pub struct ErrorBuf {
+    pub buf: *mut u8,
+    pub cap: usize,
+    pub len: usize,
+}
+
+impl ErrorBuf {
+    /// # Safety
+    /// `buf` must be valid for `cap` bytes.
+    pub unsafe fn write(&mut self, message: &str) {
+        let n = message.len().min(self.cap);
+        // Cut on a character boundary.
+        let n = (0..=n)
+            .rev()
+            .find(|&i| message.is_char_boundary(i))
+            .unwrap_or(0);
+        unsafe { std::ptr::copy_nonoverlapping(message.as_ptr(), self.buf, n) };
+        self.len = n;
+    }
+}
+
+/// How an observed layer computes (the op is the rule's to route gradients through).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerSpec {
+    /// Index among the network's observed layers.
+    pub index: u32,
+    pub kind: LayerKind,
+    pub stride: [i64; 2],
+    pub padding: [i64; 2],
+}
+
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerKind {
+    /// `y = x Wᵀ + b`, W `[out, in]` (tch layout).
+    Dense = 0,
+    /// `y = conv2d(x, W) + b`, W OIHW.
+    Conv = 1,
+}
+
+/// Most extra tensors a rule keeps per layer.
+pub const MAX_EXTRA: usize = 4;
+
+/// The learning-rule vtable. `state` is the rule instance made by `create`.
+#[repr(C)]
+#[allow(missing_debug_implementations)] // raw pointers and function pointers of the ABI
+pub struct RuleVTable {
+    /// `config`: NUL-terminated JSON (hyperparameters). Writes the instance to `out`.
+    pub create: unsafe extern "C-unwind" fn(
+        config: *const c_char,
+        out: *mut *mut c_void,
+        err: *mut ErrorBuf,
+    ) -> i32,
+    pub destroy: unsafe extern "C-unwind" fn(state: *mut c_void),
+    /// A layer's extra trainable tensors (e.g. feedback weights), made from its kernel `weight`:
+    /// up to [`MAX_EXTRA`] owned handles written to `out`, their number to `n`.
+    pub init_layer: unsafe extern "C-unwind" fn(
+        state: *mut c_void,
+        spec: *const LayerSpec,
+        weight: *mut C_tensor,
+        out: *mut *mut C_tensor,
+        n: *mut usize,
+        err: *mut ErrorBuf,
+    ) -> i32,
+    /// The layer's output before its activation (bias included); `bias` may be null.
+    pub forward: unsafe extern "C-unwind" fn(
+        state: *mut c_void,
+        spec: *const LayerSpec,
+        x: *mut C_tensor,
+        weight: *mut C_tensor,
+        bias: *mut C_tensor,
+        extra: *const *mut C_tensor,
+        n_extra: usize,
+        out: *mut *mut C_tensor,
+        err: *mut ErrorBuf,
+    ) -> i32,
+    /// The layer's local loss for this training step (a scalar), or null in `out` for none.
+    pub local_loss: unsafe extern "C-unwind" fn(
+        state: *mut c_void,
+        spec: *const LayerSpec,
+        x: *mut C_tensor,
+        weight: *mut C_tensor,
+        bias: *mut C_tensor,
+        extra: *const *mut C_tensor,
+        n_extra: usize,
+        out: *mut *mut C_tensor,
+        err: *mut ErrorBuf,
+    ) -> i32,
+    /// Updates `params` in place from their gradients; the same order on every call.
+    pub step: unsafe extern "C-unwind" fn(
+        state: *mut c_void,
+        params: *const *mut C_tensor,
+        n: usize,
+        lr: f64,
+        err: *mut ErrorBuf,
+    ) -> i32,
+}
+
+/// A learning rule, written in safe Rust; [`export_rule!`] turns it into a plugin.
+pub trait LearningRule: Send + Sized {
+    fn new(config: &serde_json::Value) -> Result<Self, String>;
+
+    /// Extra trainable tensors of a layer (none by default).
+    fn init_layer(&mut self, _spec: &LayerSpec, _weight: &Tensor) -> Result<Vec<Tensor>, String> {
+        Ok(Vec::new())
+    }
+
+    /// The layer's output before its activation; plain backprop by default.
+    fn forward(
+        &mut self,
+        spec: &LayerSpec,
+        x: &Tensor,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        _extra: &[Tensor],
+    ) -> Result<Tensor, String> {
+        plain_forward(spec, x, weight, bias)
+    }
+
+    /// A local loss added to the task loss (none by default).
+    fn local_loss(
+        &mut self,
+        _spec: &LayerSpec,
+        _x: &Tensor,
+        _weight: &Tensor,
+        _bias: Option<&Tensor>,
+        _extra: &[Tensor],
+    ) -> Result<Option<Tensor>, String> {
+        Ok(None)
+    }
+
+    /// Updates every parameter (kernels, biases, extra tensors, …) from its `.grad`.
+    fn step(&mut self, params: &[Tensor], lr: f64) -> Result<(), String>;
+}
+
+/// A number from a rule's JSON configuration, `default` when absent.
+pub fn config_f64(config: &serde_json::Value, key: &str, default: f64) -> Result<f64, String> {
+    match config.get(key) {
+        None | Some(serde_json::Value::Null) => Ok(default),
+        Some(v) => v
+            .as_f64()
+            .ok_or_else(|| format!("configuration key '{key}' must be a number; got {v}")),
+    }
+}
+
+/// A boolean from a rule's JSON configuration, `default` when absent.
+pub fn config_bool(config: &serde_json::Value, key: &str, default: bool) -> Result<bool, String> {
+    match config.get(key) {
+        None | Some(serde_json::Value::Null) => Ok(default),
+        Some(v) => v
+            .as_bool()
+            .ok_or_else(|| format!("configuration key '{key}' must be true or false; got {v}")),
+    }
+}
+
+/// Runs `f`, turning an error or a panic into [`STATUS_ERROR`] with its message.
+///
+/// # Safety
+/// `err` must be a valid [`ErrorBuf`].
+pub unsafe fn guard(err: *mut ErrorBuf, f: impl FnOnce() -> Result<(), String>) -> i32 {
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    let message = match outcome {
+        Ok(Ok(())) => return STATUS_OK,
+        Ok(Err(m)) => m,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".into());
+            format!("the plugin panicked: {what}")
+        }
+    };
+    if let Some(e) = unsafe { err.as_mut() } {
+        unsafe { e.write(&message) };
+    }
+    STATUS_ERROR
+}
+
+/// A borrowed handle as a tensor (a shallow clone; the caller keeps its own).
+///
+/// # Safety
+/// `p` must be a live tensor handle.
+pub unsafe fn borrow_tensor(p: *mut C_tensor) -> Tensor {
+    unsafe { Tensor::clone_from_ptr(p) }
+}
+
+/// A nullable borrowed handle.
+///
+/// # Safety
+/// `p` must be null or a live tensor handle.
+pub unsafe fn borrow_optional(p: *mut C_tensor) -> Option<Tensor> {
+    (!p.is_null()).then(|| unsafe { borrow_tensor(p) })
+}
+
+/// `n` borrowed handles.
+///
+/// # Safety
+/// `p` must point to `n` live tensor handles (or `n` must be 0).
+pub unsafe fn borrow_all(p: *const *mut C_tensor, n: usize) -> Vec<Tensor> {
+    if n == 0 {
+        return Vec::new();
+    }
+    unsafe { std::slice::from_raw_parts(p, n) }
+        .iter()
+        .map(|&t| unsafe { borrow_tensor(t) })
+        .collect()
+}
+
+/// Hands a tensor to the other side: the receiver owns the returned handle.
+pub fn into_handle(mut t: Tensor) -> *mut C_tensor {
+    let p = t.as_mut_ptr();
+    std::mem::forget(t);
+    p
+}
+
+/// Exports a [`LearningRule`] as a plugin: the ABI version symbol, the entry point, the vtable.
+#[macro_export]
+macro_rules! export_rule {
+    ($rule:ty, name = $name:literal, version = $version:literal) => {
+        mod __lrid_plugin_export {
+            use super::*;
+            use std::ffi::{c_char, c_void};
+            use $crate::{C_tensor, ErrorBuf, LayerSpec, LearningRule};
+
+            #[unsafe(no_mangle)]
+            pub static lrid_plugin_abi_version: u32 = $crate::ABI_VERSION;
+
+            unsafe extern "C-unwind" fn create(
+                config: *const c_char,
+                out: *mut *mut c_void,
+                err: *mut ErrorBuf,
+            ) -> i32 {
+                unsafe {
+                    $crate::guard(err, || {
+                        let text = std::ffi::CStr::from_ptr(config)
+                            .to_str()
+                            .map_err(|e| format!("the rule's configuration is not UTF-8: {e}"))?;
+                        let value: $crate::serde_json::Value = if text.trim().is_empty() {
+                            $crate::serde_json::Value::Object(Default::default())
+                        } else {
+                            $crate::serde_json::from_str(text)
+                                .map_err(|e| format!("the rule's configuration is not JSON: {e}"))?
+                        };
+                        let rule = <$rule as LearningRule>::new(&value)?;
+                        *out = Box::into_raw(Box::new(rule)) as *mut c_void;
+                        Ok(())
+                    })
+                }
+            }
+
+            unsafe extern "C-unwind" fn destroy(state: *mut c_void) {
+                if !state.is_null() {
+                    let _ = std::panic::catch_unwind(|| unsafe {
+                        drop(Box::from_raw(state as *mut $rule))
+                    });
+                }
+            }
+
+            unsafe extern "C-unwind" fn init_layer(
+                state: *mut c_void,
+                spec: *const LayerSpec,
+                weight: *mut C_tensor,
+                out: *mut *mut C_tensor,
+                n: *mut usize,
+                err: *mut ErrorBuf,
+            ) -> i32 {
+                unsafe {
+                    $crate::guard(err, || {
+                        let rule = &mut *(state as *mut $rule);
+                        let extra = rule.init_layer(&*spec, &$crate::borrow_tensor(weight))?;
+                        if extra.len() > $crate::MAX_EXTRA {
+                            return Err(format!(
+                                "a rule keeps at most {} extra tensors per layer; this one made {}",
+                                $crate::MAX_EXTRA,
+                                extra.len()
+                            ));
+                        }
+                        *n = extra.len();
+                        for (i, t) in extra.into_iter().enumerate() {
+                            *out.add(i) = $crate::into_handle(t);
+                        }
+                        Ok(())
+                    })
+                }
+            }
+
+            unsafe extern "C-unwind" fn forward(
+                state: *mut c_void,
+                spec: *const LayerSpec,
+                x: *mut C_tensor,
+                weight: *mut C_tensor,
+                bias: *mut C_tensor,
+                extra: *const *mut C_tensor,
+                n_extra: usize,
+                out: *mut *mut C_tensor,
+                err: *mut ErrorBuf,
+            ) -> i32 {
+                unsafe {
+                    $crate::guard(err, || {
+                        let rule = &mut *(state as *mut $rule);
+                        let y = rule.forward(
+                            &*spec,
+                            &$crate::borrow_tensor(x),
+                            &$crate::borrow_tensor(weight),
+                            $crate::borrow_optional(bias).as_ref(),
+                            &$crate::borrow_all(extra, n_extra),
+                        )?;
+                        *out = $crate::into_handle(y);
+                        Ok(())
+                    })
+                }
+            }
+
+            unsafe extern "C-unwind" fn local_loss(
+                state: *mut c_void,
+                spec: *const LayerSpec,
+                x: *mut C_tensor,
+                weight: *mut C_tensor,
+                bias: *mut C_tensor,
+                extra: *const *mut C_tensor,
+                n_extra: usize,
+                out: *mut *mut C_tensor,
+                err: *mut ErrorBuf,
+            ) -> i32 {
+                unsafe {
+                    $crate::guard(err, || {
+                        let rule = &mut *(state as *mut $rule);
+                        let loss = rule.local_loss(
+                            &*spec,
+                            &$crate::borrow_tensor(x),
+                            &$crate::borrow_tensor(weight),
+                            $crate::borrow_optional(bias).as_ref(),
+                            &$crate::borrow_all(extra, n_extra),
+                        )?;
+                        *out = loss.map_or(std::ptr::null_mut(), $crate::into_handle);
+                        Ok(())
+                    })
+                }
+            }
+
+            unsafe extern "C-unwind" fn step(
+                state: *mut c_void,
+                params: *const *mut C_tensor,
+                n: usize,
+                lr: f64,
+                err: *mut ErrorBuf,
+            ) -> i32 {
+                unsafe {
+                    $crate::guard(err, || {
+                        let rule = &mut *(state as *mut $rule);
+                        rule.step(&$crate::borrow_all(params, n), lr)
+                    })
+                }
+            }
+
+            static VTABLE: $crate::RuleVTable = $crate::RuleVTable {
+                create,
+                destroy,
+                init_layer,
+                forward,
+                local_loss,
+                step,
+            };
+
+            static INFO: $crate::PluginInfo = $crate::PluginInfo {
+                abi_version: $crate::ABI_VERSION,
+                kind: $crate::PluginKind::LearningRule,
+                name: concat!($name, "\0").as_ptr() as *const c_char,
+                version: concat!($version, "\0").as_ptr() as *const c_char,
+                torch_version: $crate::TORCH_VERSION_C.as_ptr(),
+                rule: &VTABLE,
+            };
+
+            #[unsafe(no_mangle)]
+            pub extern "C-unwind" fn lrid_plugin_entry() -> *const $crate::PluginInfo {
+                &INFO
+            }
+        }
+    };
+}
+
+pub use serde_json;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_two_spellings_of_the_torch_version_agree() {
+        assert_eq!(
+            super::TORCH_VERSION_C.to_str().unwrap(),
+            super::TORCH_VERSION
+        );
+    }
+}
