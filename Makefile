@@ -17,7 +17,7 @@ export PATH := $(VENV)/bin:$(PATH)
 export LIBTORCH_USE_PYTORCH := 1
 CARGO := cargo
 
-.PHONY: demo test build venv bench lint fmt clean
+.PHONY: demo test build venv bench lint fmt clean plugins
 
 # The venv holds PyTorch (libtorch for tch), numpy and pytest for the reference tests.
 $(VENV)/.ready: Makefile
@@ -33,9 +33,16 @@ venv: $(VENV)/.ready
 build: venv
 	$(CARGO) build --release --workspace
 
+# The built-in learning rules, into the default plugins folder of `lrid serve`.
+BUILTIN_RULES := sgdm adam feedback_alignment information_alignment
+plugins: build
+	@mkdir -p lrid-data/plugins
+	@for r in $(BUILTIN_RULES); do cp target/release/liblrid_rule_$$r.so lrid-data/plugins/$$r.so; done
+	$(LRID) plugins --dir lrid-data/plugins
+
 # The main job. For now: every observable statistic of a generated weight kernel and of a
-# generated activation batch.
-demo: build
+# generated activation batch, and the learning-rule plugins that load.
+demo: plugins
 	@mkdir -p target/demo
 	$(PYTHON) -c "import numpy as np; r = np.random.default_rng(0); \
 	np.save('target/demo/conv_weights.npy', r.normal(0, 0.05, (64, 32, 3, 3)).astype(np.float32)); \

@@ -399,3 +399,33 @@ fn the_plugins_folder_is_created_and_an_empty_one_is_fine() {
     assert!(host.list().is_empty());
     assert!(Path::new(&tmp.path().join("p")).is_dir());
 }
+
+#[test]
+fn a_rule_dropped_into_a_watched_folder_is_usable_at_once() {
+    // The example rule that is not built in: sign symmetry, routed through sign(W).
+    tch::manual_seed(13);
+    let f = folder(&[("lrid_rule_sgdm", "sgdm.so")]);
+    f.host.rescan().unwrap();
+    let _watcher = f.host.watch().unwrap();
+    let tmp = f.plugins.join(".incoming");
+    std::fs::copy(built("lrid_rule_sign_symmetry"), &tmp).unwrap();
+    std::fs::rename(&tmp, f.plugins.join("sign-symmetry.so")).unwrap();
+    let start = Instant::now();
+    let plugin = loop {
+        if let Ok(p) = f.host.rule("sign-symmetry") {
+            break p;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "not loaded after 10 s");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(plugin.version, "0.1.0");
+    let mut ss = plugin.instantiate(&serde_json::json!({})).unwrap();
+    let w = randn(&[3, 4]).set_requires_grad(true);
+    let x = randn(&[5, 4]).set_requires_grad(true);
+    let y = ss.forward(&DENSE, &x, &w, None, &[]).unwrap();
+    assert_close(&y, &x.linear(&w, None::<Tensor>), "forward value");
+    let g = randn(&[5, 3]);
+    (&y * &g).sum(Kind::Float).backward();
+    assert_close(&x.grad(), &g.matmul(&w.detach().sign()), "dL/dx = g·sign(W)");
+    assert_eq!(f.host.list().len(), 2);
+}
