@@ -510,21 +510,15 @@ impl RuleInstance {
         bias: Option<&Tensor>,
         extra: &[Tensor],
     ) -> Result<Tensor> {
-        let extra: Vec<*mut C_tensor> = extra.iter().map(handle).collect();
-        let mut out = std::ptr::null_mut();
-        call(&self.plugin.name, "forward", |err| unsafe {
-            (self.plugin.vtable().forward)(
-                self.state,
-                spec,
-                handle(x),
-                handle(weight),
-                optional_handle(bias),
-                extra.as_ptr(),
-                extra.len(),
-                &mut out,
-                err,
-            )
-        })?;
+        let f = self.plugin.vtable().forward;
+        let out = self.layer_call("forward", f, spec, x, weight, bias, extra)?;
+        if out.is_null() {
+            return Err(Error::Rule {
+                plugin: self.plugin.name.clone(),
+                call: "forward",
+                message: "returned no tensor".into(),
+            });
+        }
         Ok(unsafe { Tensor::from_ptr(out) })
     }
 
@@ -537,10 +531,27 @@ impl RuleInstance {
         bias: Option<&Tensor>,
         extra: &[Tensor],
     ) -> Result<Option<Tensor>> {
+        let f = self.plugin.vtable().local_loss;
+        let out = self.layer_call("local_loss", f, spec, x, weight, bias, extra)?;
+        Ok((!out.is_null()).then(|| unsafe { Tensor::from_ptr(out) }))
+    }
+
+    /// Calls a per-layer vtable function; the owned handle it returned (possibly null).
+    #[allow(clippy::too_many_arguments)] // the ABI call's own arguments
+    fn layer_call(
+        &mut self,
+        call_name: &'static str,
+        f: lrid_plugin::LayerFn,
+        spec: &LayerSpec,
+        x: &Tensor,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        extra: &[Tensor],
+    ) -> Result<*mut C_tensor> {
         let extra: Vec<*mut C_tensor> = extra.iter().map(handle).collect();
         let mut out = std::ptr::null_mut();
-        call(&self.plugin.name, "local_loss", |err| unsafe {
-            (self.plugin.vtable().local_loss)(
+        call(&self.plugin.name, call_name, |err| unsafe {
+            f(
                 self.state,
                 spec,
                 handle(x),
@@ -552,7 +563,7 @@ impl RuleInstance {
                 err,
             )
         })?;
-        Ok((!out.is_null()).then(|| unsafe { Tensor::from_ptr(out) }))
+        Ok(out)
     }
 
     /// Updates `params` in place from their gradients.

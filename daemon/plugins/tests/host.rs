@@ -415,7 +415,10 @@ fn a_rule_dropped_into_a_watched_folder_is_usable_at_once() {
         if let Ok(p) = f.host.rule("sign-symmetry") {
             break p;
         }
-        assert!(start.elapsed() < Duration::from_secs(10), "not loaded after 10 s");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "not loaded after 10 s"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(plugin.version, "0.1.0");
@@ -426,6 +429,10 @@ fn a_rule_dropped_into_a_watched_folder_is_usable_at_once() {
     assert_close(&y, &x.linear(&w, None::<Tensor>), "forward value");
     let g = randn(&[5, 3]);
     (&y * &g).sum(Kind::Float).backward();
-    assert_close(&x.grad(), &g.matmul(&w.detach().sign()), "dL/dx = g·sign(W)");
+    assert_close(
+        &x.grad(),
+        &g.matmul(&w.detach().sign()),
+        "dL/dx = g·sign(W)",
+    );
     assert_eq!(f.host.list().len(), 2);
 }

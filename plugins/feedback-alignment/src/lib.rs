@@ -5,7 +5,7 @@
 
 use lrid_plugin::{
     LayerSpec, LearningRule, SgdMomentum, config_bool, config_f64, draw_like, fa_forward,
-    tch::Tensor,
+    feedback_weights, tch::Tensor,
 };
 
 #[derive(Debug)]
@@ -31,13 +31,7 @@ impl LearningRule for FeedbackAlignment {
         bias: Option<&Tensor>,
         extra: &[Tensor],
     ) -> Result<Tensor, String> {
-        let feedback = extra.first().ok_or_else(|| {
-            format!(
-                "layer {}: no feedback weights (init_layer not called)",
-                spec.index
-            )
-        })?;
-        fa_forward(spec, x, weight, bias, feedback)
+        fa_forward(spec, x, weight, bias, feedback_weights(spec, extra)?)
     }
 
     fn step(&mut self, params: &[Tensor], lr: f64) -> Result<(), String> {

@@ -7,7 +7,7 @@
 
 use lrid_plugin::{
     LayerSpec, LearningRule, SgdMomentum, config_bool, config_f64, draw_like, fa_forward,
-    information_alignment_loss, tch::Tensor,
+    feedback_weights, information_alignment_loss, tch::Tensor,
 };
 
 #[derive(Debug)]
@@ -43,7 +43,7 @@ impl LearningRule for InformationAlignment {
         bias: Option<&Tensor>,
         extra: &[Tensor],
     ) -> Result<Tensor, String> {
-        fa_forward(spec, x, weight, bias, feedback(spec, extra)?)
+        fa_forward(spec, x, weight, bias, feedback_weights(spec, extra)?)
     }
 
     fn local_loss(
@@ -54,7 +54,7 @@ impl LearningRule for InformationAlignment {
         bias: Option<&Tensor>,
         extra: &[Tensor],
     ) -> Result<Option<Tensor>, String> {
-        let b = feedback(spec, extra)?;
+        let b = feedback_weights(spec, extra)?;
         information_alignment_loss(
             spec,
             x,
@@ -69,15 +69,6 @@ impl LearningRule for InformationAlignment {
     fn step(&mut self, params: &[Tensor], lr: f64) -> Result<(), String> {
         self.optimizer.step(params, lr)
     }
-}
-
-fn feedback<'a>(spec: &LayerSpec, extra: &'a [Tensor]) -> Result<&'a Tensor, String> {
-    extra.first().ok_or_else(|| {
-        format!(
-            "layer {}: no feedback weights (init_layer not called)",
-            spec.index
-        )
-    })
 }
 
 lrid_plugin::export_rule!(

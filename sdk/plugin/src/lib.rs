@@ -122,6 +122,20 @@ pub enum LayerKind {
 /// Most extra tensors a rule keeps per layer.
 pub const MAX_EXTRA: usize = 4;
 
+/// A per-layer call of the vtable (`forward`, `local_loss`): the layer's input `x`, kernel,
+/// nullable bias and extra tensors in; one owned tensor handle (or null) out.
+pub type LayerFn = unsafe extern "C-unwind" fn(
+    state: *mut c_void,
+    spec: *const LayerSpec,
+    x: *mut C_tensor,
+    weight: *mut C_tensor,
+    bias: *mut C_tensor,
+    extra: *const *mut C_tensor,
+    n_extra: usize,
+    out: *mut *mut C_tensor,
+    err: *mut ErrorBuf,
+) -> i32;
+
 /// The learning-rule vtable. `state` is the rule instance made by `create`.
 #[repr(C)]
 #[allow(missing_debug_implementations)] // raw pointers and function pointers of the ABI
@@ -144,29 +158,9 @@ pub struct RuleVTable {
         err: *mut ErrorBuf,
     ) -> i32,
     /// The layer's output before its activation (bias included); `bias` may be null.
-    pub forward: unsafe extern "C-unwind" fn(
-        state: *mut c_void,
-        spec: *const LayerSpec,
-        x: *mut C_tensor,
-        weight: *mut C_tensor,
-        bias: *mut C_tensor,
-        extra: *const *mut C_tensor,
-        n_extra: usize,
-        out: *mut *mut C_tensor,
-        err: *mut ErrorBuf,
-    ) -> i32,
+    pub forward: LayerFn,
     /// The layer's local loss for this training step (a scalar), or null in `out` for none.
-    pub local_loss: unsafe extern "C-unwind" fn(
-        state: *mut c_void,
-        spec: *const LayerSpec,
-        x: *mut C_tensor,
-        weight: *mut C_tensor,
-        bias: *mut C_tensor,
-        extra: *const *mut C_tensor,
-        n_extra: usize,
-        out: *mut *mut C_tensor,
-        err: *mut ErrorBuf,
-    ) -> i32,
+    pub local_loss: LayerFn,
     /// Updates `params` in place from their gradients; the same order on every call.
     pub step: unsafe extern "C-unwind" fn(
         state: *mut c_void,
@@ -256,6 +250,63 @@ pub unsafe fn guard(err: *mut ErrorBuf, f: impl FnOnce() -> Result<(), String>) 
         unsafe { e.write(&message) };
     }
     STATUS_ERROR
+}
+
+/// The borrowed inputs of a [`LayerFn`] call.
+#[derive(Debug, Clone, Copy)]
+pub struct LayerArgs {
+    pub state: *mut c_void,
+    pub spec: *const LayerSpec,
+    pub x: *mut C_tensor,
+    pub weight: *mut C_tensor,
+    pub bias: *mut C_tensor,
+    pub extra: *const *mut C_tensor,
+    pub n_extra: usize,
+}
+
+/// The body of a [`LayerFn`] for rule type `R`: borrows the tensors, runs `f` under [`guard`],
+/// hands the result out (null for `None`).
+///
+/// # Safety
+/// `args` must hold a live `R` instance and live handles; `out` and `err` must be valid.
+pub unsafe fn layer_call<R>(
+    args: LayerArgs,
+    out: *mut *mut C_tensor,
+    err: *mut ErrorBuf,
+    f: impl FnOnce(
+        &mut R,
+        &LayerSpec,
+        &Tensor,
+        &Tensor,
+        Option<&Tensor>,
+        &[Tensor],
+    ) -> Result<Option<Tensor>, String>,
+) -> i32 {
+    unsafe {
+        guard(err, || {
+            let rule = &mut *(args.state as *mut R);
+            let result = f(
+                rule,
+                &*args.spec,
+                &borrow_tensor(args.x),
+                &borrow_tensor(args.weight),
+                borrow_optional(args.bias).as_ref(),
+                &borrow_all(args.extra, args.n_extra),
+            )?;
+            *out = result.map_or(std::ptr::null_mut(), into_handle);
+            Ok(())
+        })
+    }
+}
+
+/// A layer's first extra tensor: the feedback weights of FA-style rules.
+pub fn feedback_weights<'a>(spec: &LayerSpec, extra: &'a [Tensor]) -> Result<&'a Tensor, String> {
+    extra.first().ok_or_else(|| {
+        format!(
+            "layer {}: no feedback weights (init_layer was not called)",
+            spec.index
+        )
+    })
 }
 
 /// A borrowed handle as a tensor (a shallow clone; the caller keeps its own).
@@ -377,18 +428,18 @@ macro_rules! export_rule {
                 out: *mut *mut C_tensor,
                 err: *mut ErrorBuf,
             ) -> i32 {
+                let args = $crate::LayerArgs {
+                    state,
+                    spec,
+                    x,
+                    weight,
+                    bias,
+                    extra,
+                    n_extra,
+                };
                 unsafe {
-                    $crate::guard(err, || {
-                        let rule = &mut *(state as *mut $rule);
-                        let y = rule.forward(
-                            &*spec,
-                            &$crate::borrow_tensor(x),
-                            &$crate::borrow_tensor(weight),
-                            $crate::borrow_optional(bias).as_ref(),
-                            &$crate::borrow_all(extra, n_extra),
-                        )?;
-                        *out = $crate::into_handle(y);
-                        Ok(())
+                    $crate::layer_call::<$rule>(args, out, err, |r, s, x, w, b, e| {
+                        r.forward(s, x, w, b, e).map(Some)
                     })
                 }
             }
@@ -404,18 +455,18 @@ macro_rules! export_rule {
                 out: *mut *mut C_tensor,
                 err: *mut ErrorBuf,
             ) -> i32 {
+                let args = $crate::LayerArgs {
+                    state,
+                    spec,
+                    x,
+                    weight,
+                    bias,
+                    extra,
+                    n_extra,
+                };
                 unsafe {
-                    $crate::guard(err, || {
-                        let rule = &mut *(state as *mut $rule);
-                        let loss = rule.local_loss(
-                            &*spec,
-                            &$crate::borrow_tensor(x),
-                            &$crate::borrow_tensor(weight),
-                            $crate::borrow_optional(bias).as_ref(),
-                            &$crate::borrow_all(extra, n_extra),
-                        )?;
-                        *out = loss.map_or(std::ptr::null_mut(), $crate::into_handle);
-                        Ok(())
+                    $crate::layer_call::<$rule>(args, out, err, |r, s, x, w, b, e| {
+                        r.local_loss(s, x, w, b, e)
                     })
                 }
             }
