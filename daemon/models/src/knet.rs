@@ -1,0 +1,139 @@
+//! KNet4 / KNet5 with and without LRN (spec §5.2): Krizhevsky's cuda-convnet CIFAR-10 network.
+
+use tch::{Device, Kind, Tensor};
+
+use crate::ops::{lrn, same_avg_pool, same_max_pool};
+use crate::{
+    Error, LayerKind, LayerSpec, ModelSize, Network, ObservedLayer, Position, Result, Router,
+    Trace, record,
+};
+
+/// KNet4 (conv1–3, fc4) or KNet5 (conv1–4, fc5), ± LRN.
+#[derive(Debug)]
+pub struct KNet {
+    layers: Vec<ObservedLayer>,
+    lrn: bool,
+}
+
+/// 5×5 stride-1 SAME conv: symmetric padding 2.
+const CONV: LayerSpec = LayerSpec {
+    index: 0,
+    kind: LayerKind::Conv,
+    stride: [1, 1],
+    padding: [2, 2],
+};
+
+fn normal(shape: &[i64], std: f64, device: Device) -> Tensor {
+    (Tensor::randn(shape, (Kind::Float, device)) * std).set_requires_grad(true)
+}
+
+fn zeros(n: i64, device: Device) -> Tensor {
+    Tensor::zeros([n], (Kind::Float, device)).set_requires_grad(true)
+}
+
+impl KNet {
+    /// `convs` = 3 (KNet4) or 4 (KNet5). Initialisation per spec: conv1 N(0, 1e-4²), the other
+    /// convs and the classifier N(0, 0.01²), biases 0 (libtorch's global generator).
+    pub fn new(convs: usize, lrn: bool, size: ModelSize, device: Device) -> Result<Self> {
+        if !(3..=4).contains(&convs) {
+            return Err(Error::InvalidArgument(format!(
+                "KNet has 3 (KNet4) or 4 (KNet5) conv layers; got {convs}"
+            )));
+        }
+        if size.resolution < 8 {
+            return Err(Error::InvalidArgument(format!(
+                "KNet needs an input of at least 8×8; got {0}×{0}",
+                size.resolution
+            )));
+        }
+        let filters = [32, 32, 64, 128].map(|f| size.filters(f));
+        let count = convs + 1;
+        let mut layers = Vec::with_capacity(count);
+        let mut in_channels = size.channels;
+        let mut side = size.resolution;
+        for (i, &out) in filters.iter().take(convs).enumerate() {
+            let std = if i == 0 { 1e-4 } else { 0.01 };
+            layers.push(ObservedLayer {
+                name: format!("conv{}", i + 1),
+                position: Position::of(i, count),
+                spec: LayerSpec {
+                    index: i as u32,
+                    ..CONV
+                },
+                weight: normal(&[out, in_channels, 5, 5], std, device),
+                bias: Some(zeros(out, device)),
+                extra: Vec::new(),
+                // The quirk of the reference: conv1 owns no ReLU.
+                relu: i > 0,
+            });
+            in_channels = out;
+            side = (side + 1) / 2;
+        }
+        let features = in_channels * side * side;
+        layers.push(ObservedLayer {
+            name: format!("fc{count}"),
+            position: Position::of(convs, count),
+            spec: LayerSpec {
+                index: convs as u32,
+                kind: LayerKind::Dense,
+                stride: [1, 1],
+                padding: [0, 0],
+            },
+            weight: normal(&[size.classes, features], 0.01, device),
+            bias: Some(zeros(size.classes, device)),
+            extra: Vec::new(),
+            relu: false,
+        });
+        Ok(KNet { layers, lrn })
+    }
+}
+
+impl Network for KNet {
+    fn layers(&self) -> &[ObservedLayer] {
+        &self.layers
+    }
+
+    fn layers_mut(&mut self) -> &mut [ObservedLayer] {
+        &mut self.layers
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        router: &mut dyn Router,
+        _train: bool,
+        mut trace: Option<&mut Trace>,
+    ) -> Result<Tensor> {
+        let convs = self.layers.len() - 1;
+        let mut h = x.shallow_clone();
+        for (i, layer) in self.layers[..convs].iter().enumerate() {
+            let y = layer.forward(router, &h)?;
+            record(&mut trace, &h, &y);
+            h = match i {
+                0 => {
+                    let p = same_max_pool(&y, 3, 2);
+                    // LRN variants only: ReLU then LRN (the plain variants have no ReLU here).
+                    if self.lrn {
+                        lrn(&p.relu(), 3, 1.0, 5e-5, 0.75)
+                    } else {
+                        p
+                    }
+                }
+                1 => {
+                    let p = same_avg_pool(&y, 3, 2);
+                    if self.lrn {
+                        lrn(&p, 3, 1.0, 5e-5, 0.75)
+                    } else {
+                        p
+                    }
+                }
+                _ => same_avg_pool(&y, 3, 2),
+            };
+        }
+        let flat = h.flatten(1, -1);
+        let fc = &self.layers[convs];
+        let logits = fc.forward(router, &flat)?;
+        record(&mut trace, &flat, &logits);
+        Ok(logits)
+    }
+}
