@@ -4,8 +4,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::ops::{lrn, same_avg_pool, same_max_pool};
 use crate::{
-    Error, LayerKind, LayerSpec, ModelSize, Network, ObservedLayer, Position, Result, Router,
-    Trace, record,
+    Error, LayerSpec, ModelSize, Network, ObservedLayer, Position, Result, Router, Trace, record,
 };
 
 /// KNet4 (conv1–3, fc4) or KNet5 (conv1–4, fc5), ± LRN.
@@ -14,14 +13,6 @@ pub struct KNet {
     layers: Vec<ObservedLayer>,
     lrn: bool,
 }
-
-/// 5×5 stride-1 SAME conv: symmetric padding 2.
-const CONV: LayerSpec = LayerSpec {
-    index: 0,
-    kind: LayerKind::Conv,
-    stride: [1, 1],
-    padding: [2, 2],
-};
 
 fn normal(shape: &[i64], std: f64, device: Device) -> Tensor {
     (Tensor::randn(shape, (Kind::Float, device)) * std).set_requires_grad(true)
@@ -56,10 +47,8 @@ impl KNet {
             layers.push(ObservedLayer {
                 name: format!("conv{}", i + 1),
                 position: Position::of(i, count),
-                spec: LayerSpec {
-                    index: i as u32,
-                    ..CONV
-                },
+                // 5×5, stride 1, SAME: symmetric padding 2.
+                spec: LayerSpec::conv(i as u32, 1, 2),
                 weight: normal(&[out, in_channels, 5, 5], std, device),
                 bias: Some(zeros(out, device)),
                 extra: Vec::new(),
@@ -73,12 +62,7 @@ impl KNet {
         layers.push(ObservedLayer {
             name: format!("fc{count}"),
             position: Position::of(convs, count),
-            spec: LayerSpec {
-                index: convs as u32,
-                kind: LayerKind::Dense,
-                stride: [1, 1],
-                padding: [0, 0],
-            },
+            spec: LayerSpec::dense(convs as u32),
             weight: normal(&[size.classes, features], 0.01, device),
             bias: Some(zeros(size.classes, device)),
             extra: Vec::new(),

@@ -11,9 +11,11 @@
 //! output y is the op (+ bias) (+ ReLU when owned); pooling, LRN and everything else sit
 //! outside it.
 
+mod alexnet;
 mod knet;
 mod ops;
 
+pub use alexnet::AlexNet;
 pub use knet::KNet;
 pub use lrid_plugin::{LayerKind, LayerSpec};
 pub use lrid_protocol::Position;

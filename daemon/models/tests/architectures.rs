@@ -1,6 +1,6 @@
 //! Layer counts, output shapes and observed-layer lists of the architectures.
 
-use lrid_models::{Backprop, KNet, ModelSize, Network, Position};
+use lrid_models::{AlexNet, Backprop, KNet, ModelSize, Network, Position};
 use tch::{Device, Kind, Tensor};
 
 fn size(resolution: i64, width: f64) -> ModelSize {
@@ -98,4 +98,71 @@ fn knet_scales_with_resolution_and_width() {
     }
     let e = KNet::new(5, false, size(32, 1.0), Device::Cpu).unwrap_err();
     assert!(e.to_string().contains("3 (KNet4) or 4 (KNet5)"), "{e}");
+}
+
+#[test]
+fn alexnet_with_and_without_lrn_at_224_and_small() {
+    tch::manual_seed(2);
+    for lrn in [false, true] {
+        let net = AlexNet::new(lrn, size(224, 1.0), Device::Cpu).unwrap();
+        let names: Vec<String> = observed(&net).into_iter().map(|(n, _, _)| n).collect();
+        assert_eq!(
+            names,
+            [
+                "conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"
+            ]
+        );
+        let positions: Vec<Position> = observed(&net).into_iter().map(|(_, p, _)| p).collect();
+        use Position::*;
+        assert_eq!(
+            positions,
+            [Early, Early, Middle, Middle, Deep, Deep, Deep, Deep]
+        );
+        let relus: Vec<bool> = observed(&net).into_iter().map(|(_, _, r)| r).collect();
+        assert_eq!(relus, [true, true, true, true, true, true, true, false]);
+        assert_eq!(net.layers()[5].weight.size(), [4096, 7 * 7 * 256]);
+        let x = Tensor::randn([1, 3, 224, 224], (Kind::Float, Device::Cpu));
+        let mut trace = Vec::new();
+        let logits =
+            tch::no_grad(|| net.forward(&x, &mut Backprop, false, Some(&mut trace))).unwrap();
+        assert_eq!(logits.size(), [1, 10]);
+        let sides: Vec<i64> = trace[..5].iter().map(|(_, y)| y.size()[2]).collect();
+        assert_eq!(
+            sides,
+            [54, 27, 14, 14, 14],
+            "54 → 27 → 27 → 14 → 14 → 14 → 14 → 7"
+        );
+        // conv4's 4×4 SAME kernel keeps 14×14 with TF's asymmetric padding.
+        assert_eq!(trace[3].0.size(), [1, 384, 14, 14]);
+        // Evaluation has no dropout: the same input gives the same logits.
+        let again = tch::no_grad(|| net.forward(&x, &mut Backprop, false, None)).unwrap();
+        assert!(again.equal(&logits));
+    }
+    // Small and narrow for a CPU.
+    let net = AlexNet::new(true, size(64, 0.25), Device::Cpu).unwrap();
+    let x = Tensor::randn([4, 3, 64, 64], (Kind::Float, Device::Cpu));
+    let logits = net.forward(&x, &mut Backprop, true, None).unwrap();
+    assert_eq!(logits.size(), [4, 10]);
+    assert!(AlexNet::new(false, size(16, 1.0), Device::Cpu).is_err());
+}
+
+#[test]
+fn initialisers_follow_the_reference() {
+    tch::manual_seed(3);
+    let net = AlexNet::new(false, size(64, 1.0), Device::Cpu).unwrap();
+    let fc6 = &net.layers()[5];
+    // Truncated normal (std 0.01, cut at ±2 std); biases 0.1 on fc6/fc7, 0 on fc8.
+    assert!(fc6.weight.abs().max().double_value(&[]) <= 0.02 + 1e-7);
+    let std = fc6.weight.std(false).double_value(&[]);
+    assert!((std - 0.0088).abs() < 0.0005, "{std}"); // 0.01 · 0.8796
+    assert_eq!(fc6.bias.as_ref().unwrap().double_value(&[0]), 0.1f32 as f64);
+    assert_eq!(
+        net.layers()[7].bias.as_ref().unwrap().double_value(&[0]),
+        0.0
+    );
+    // Glorot uniform on conv2: limit √(6 / (fan_in + fan_out)).
+    let conv2 = &net.layers()[1].weight;
+    let limit = (6.0f64 / ((96 * 25 + 256 * 25) as f64)).sqrt();
+    assert!(conv2.abs().max().double_value(&[]) <= limit);
+    assert!(conv2.abs().max().double_value(&[]) > 0.95 * limit);
 }

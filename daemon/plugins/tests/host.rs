@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lrid_plugin::{LayerKind, LayerSpec};
+use lrid_plugin::LayerSpec;
 use lrid_plugins::{PluginHost, RuleInstance};
 use tch::nn::{self, Module, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
@@ -48,19 +48,9 @@ fn rule(host: &PluginHost, name: &str, config: serde_json::Value) -> RuleInstanc
     host.rule(name).unwrap().instantiate(&config).unwrap()
 }
 
-const DENSE: LayerSpec = LayerSpec {
-    index: 0,
-    kind: LayerKind::Dense,
-    stride: [1, 1],
-    padding: [0, 0],
-};
+const DENSE: LayerSpec = LayerSpec::dense(0);
 
-const CONV: LayerSpec = LayerSpec {
-    index: 1,
-    kind: LayerKind::Conv,
-    stride: [2, 2],
-    padding: [1, 1],
-};
+const CONV: LayerSpec = LayerSpec::conv(1, 2, 1);
 
 fn randn(shape: &[i64]) -> Tensor {
     Tensor::randn(shape, (Kind::Float, Device::Cpu))
@@ -328,6 +318,56 @@ fn information_alignment_gives_b_the_closed_form_gradient_and_w_none() {
     lc.backward();
     assert!(extra_c[0].grad().abs().sum(Kind::Float).double_value(&[]) > 0.0);
     assert!(!wc.grad().defined());
+
+    // The value against an independent construction: the reconstruction f is the input gradient
+    // of conv(·, B) applied to r (a vector-Jacobian product), on the unpadded input, also for
+    // TF's asymmetric SAME padding (4×4 kernel: 1 before, 2 after).
+    let asymmetric = LayerSpec {
+        padding_extra: [1, 1],
+        ..LayerSpec::conv(2, 1, 1)
+    };
+    for (spec, kernel) in [(CONV, 3), (asymmetric, 4)] {
+        let w = randn(&[4, 2, kernel, kernel]);
+        let extra = ia.init_layer(&spec, &w).unwrap();
+        let b = extra[0].detach();
+        let x = randn(&[3, 2, 8, 8]);
+        let got = ia
+            .local_loss(&spec, &x, &w, None, &extra)
+            .unwrap()
+            .unwrap()
+            .double_value(&[]);
+        let conv = |x: &Tensor, k: &Tensor| {
+            let [ph, pw] = spec.padding;
+            let [eh, ew] = spec.padding_extra;
+            x.constant_pad_nd([pw, pw + ew, ph, ph + eh]).conv2d(
+                k,
+                None::<Tensor>,
+                spec.stride,
+                [0, 0],
+                [1, 1],
+                1,
+            )
+        };
+        let r = conv(&x, &w);
+        let p = conv(&x, &b);
+        let x0 = Tensor::zeros_like(&x).set_requires_grad(true);
+        let f = Tensor::run_backward(
+            &[(conv(&x0, &b) * &r).sum(Kind::Float)],
+            &[&x0],
+            false,
+            false,
+        )
+        .remove(0);
+        assert_eq!(f.size(), x.size());
+        let n = 3.0;
+        let want = -(&p * &r).sum(Kind::Float).double_value(&[]) / n * alpha
+            + (&f * &f).sum(Kind::Float).double_value(&[]) / n * beta
+            + ((&w * &w).sum(Kind::Float) + (&b * &b).sum(Kind::Float)).double_value(&[]) * gamma;
+        assert!(
+            (got - want).abs() <= 1e-5 * want.abs().max(1e-3),
+            "{spec:?}: {got} vs {want}"
+        );
+    }
 }
 
 /// Trains one copy with tch's optimizer and one with the plugin, same data, same start.

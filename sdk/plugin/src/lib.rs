@@ -107,7 +107,35 @@ pub struct LayerSpec {
     pub index: u32,
     pub kind: LayerKind,
     pub stride: [i64; 2],
+    /// Zero padding before (top, left) — and after, plus `padding_extra`.
     pub padding: [i64; 2],
+    /// Extra zero padding after (bottom, right): TF "SAME" pads asymmetrically (e.g. a 4×4
+    /// kernel at stride 1 pads 1 before and 2 after). Usually 0.
+    pub padding_extra: [i64; 2],
+}
+
+impl LayerSpec {
+    /// A dense layer.
+    pub const fn dense(index: u32) -> Self {
+        Self {
+            index,
+            kind: LayerKind::Dense,
+            stride: [1, 1],
+            padding: [0, 0],
+            padding_extra: [0, 0],
+        }
+    }
+
+    /// A conv layer with symmetric padding.
+    pub const fn conv(index: u32, stride: i64, padding: i64) -> Self {
+        Self {
+            index,
+            kind: LayerKind::Conv,
+            stride: [stride, stride],
+            padding: [padding, padding],
+            padding_extra: [0, 0],
+        }
+    }
 }
 
 #[repr(u32)]

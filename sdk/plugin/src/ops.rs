@@ -4,10 +4,26 @@ use tch::Tensor;
 
 use crate::{LayerKind, LayerSpec};
 
+/// The input zero-padded explicitly when the padding is asymmetric; the padding left to the conv.
+fn padded(spec: &LayerSpec, x: &Tensor) -> Result<(Tensor, [i64; 2]), String> {
+    if spec.padding_extra == [0, 0] {
+        return Ok((x.shallow_clone(), spec.padding));
+    }
+    let [ph, pw] = spec.padding;
+    let [eh, ew] = spec.padding_extra;
+    let x = x
+        .f_constant_pad_nd([pw, pw + ew, ph, ph + eh])
+        .map_err(|e| format!("layer {}: padding: {e}", spec.index))?;
+    Ok((x, [0, 0]))
+}
+
 fn op(spec: &LayerSpec, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor, String> {
     let r = match spec.kind {
         LayerKind::Dense => x.f_linear(w, b),
-        LayerKind::Conv => x.f_conv2d(w, b, spec.stride, spec.padding, [1, 1], 1),
+        LayerKind::Conv => {
+            let (x, padding) = padded(spec, x)?;
+            x.f_conv2d(w, b, spec.stride, padding, [1, 1], 1)
+        }
     };
     r.map_err(|e| format!("layer {} ({:?}): {e}", spec.index, spec.kind))
 }
@@ -79,20 +95,29 @@ pub fn information_alignment_loss(
     let f = match spec.kind {
         LayerKind::Dense => r.f_matmul(feedback),
         LayerKind::Conv => {
+            // Transposed conv back to the padded input's shape, then the padding cropped
+            // (spec §4.3: TF pads SAME layers internally, so their input is the unpadded one).
             let (h, wd) = (xs.size()[2], xs.size()[3]);
+            let [ph, pw] = spec.padding;
+            let [eh, ew] = spec.padding_extra;
+            let (full_h, full_w) = (h + 2 * ph + eh, wd + 2 * pw + ew);
             let (k0, k1) = (feedback.size()[2], feedback.size()[3]);
-            let out =
-                |len: i64, i: usize, k: i64| (len - 1) * spec.stride[i] - 2 * spec.padding[i] + k;
-            let extra = [h - out(r.size()[2], 0, k0), wd - out(r.size()[3], 1, k1)];
+            let out = |len: i64, i: usize, k: i64| (len - 1) * spec.stride[i] + k;
+            let extra = [
+                full_h - out(r.size()[2], 0, k0),
+                full_w - out(r.size()[3], 1, k1),
+            ];
             r.f_conv_transpose2d(
                 feedback,
                 None::<Tensor>,
                 spec.stride,
-                spec.padding,
+                [0, 0],
                 extra,
                 1,
                 [1, 1],
             )
+            .and_then(|f| f.f_narrow(2, ph, h))
+            .and_then(|f| f.f_narrow(3, pw, wd))
         }
     }
     .map_err(|e| format!("layer {}: reconstruction: {e}", spec.index))?;

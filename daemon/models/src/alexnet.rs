@@ -1,0 +1,157 @@
+//! AlexNet and AlexNet-LRN (spec §5.3).
+
+use tch::{Device, Kind, Tensor};
+
+use crate::ops::{lrn, same_max_pool};
+use crate::{
+    Error, LayerSpec, ModelSize, Network, ObservedLayer, Position, Result, Router, Trace, record,
+};
+
+/// conv1–conv5, fc6–fc8; every layer owns a ReLU except fc8.
+#[derive(Debug)]
+pub struct AlexNet {
+    layers: Vec<ObservedLayer>,
+    lrn: bool,
+}
+
+/// Glorot-uniform kernel (conv: fans include the window).
+fn glorot(shape: &[i64], device: Device) -> Tensor {
+    let window: i64 = shape[2..].iter().product();
+    let (fan_in, fan_out) = (shape[1] * window, shape[0] * window);
+    let limit = (6.0 / (fan_in + fan_out) as f64).sqrt();
+    (Tensor::rand(shape, (Kind::Float, device)) * (2.0 * limit) - limit).set_requires_grad(true)
+}
+
+/// Normal(0, std²) truncated at ±2 std (TF `truncated_normal_initializer`): redraws outside.
+pub(crate) fn truncated_normal(shape: &[i64], std: f64, device: Device) -> Tensor {
+    let mut t = Tensor::randn(shape, (Kind::Float, device));
+    loop {
+        let outside = t.abs().gt(2.0);
+        if outside.any().int64_value(&[]) == 0 {
+            break;
+        }
+        t = t.where_self(
+            &outside.logical_not(),
+            &Tensor::randn(shape, (Kind::Float, device)),
+        );
+    }
+    (t * std).set_requires_grad(true)
+}
+
+fn constant(n: i64, value: f64, device: Device) -> Tensor {
+    Tensor::full([n], value, (Kind::Float, device)).set_requires_grad(true)
+}
+
+/// TF "SAME" padding of a stride-1 conv with kernel k: (before, extra after).
+fn same(k: i64) -> (i64, i64) {
+    let total = k - 1;
+    (total / 2, total - 2 * (total / 2))
+}
+
+impl AlexNet {
+    pub fn new(lrn: bool, size: ModelSize, device: Device) -> Result<Self> {
+        if size.resolution < 35 {
+            return Err(Error::InvalidArgument(format!(
+                "AlexNet needs an input of at least 35×35 (an 11×11 stride-4 first layer and three poolings); got {0}×{0}",
+                size.resolution
+            )));
+        }
+        let f = |n| size.filters(n);
+        // (name, filters, kernel, stride); conv1 is VALID, the others SAME.
+        let convs = [
+            ("conv1", f(96), 11, 4),
+            ("conv2", f(256), 5, 1),
+            ("conv3", f(384), 3, 1),
+            ("conv4", f(384), 4, 1),
+            ("conv5", f(256), 3, 1),
+        ];
+        let count = 8;
+        let mut layers = Vec::with_capacity(count);
+        let mut in_channels = size.channels;
+        let mut side = size.resolution;
+        for (i, &(name, out, k, stride)) in convs.iter().enumerate() {
+            let spec = if i == 0 {
+                side = (side - k) / stride + 1;
+                LayerSpec::conv(0, stride, 0)
+            } else {
+                let (before, extra) = same(k);
+                LayerSpec {
+                    padding_extra: [extra, extra],
+                    ..LayerSpec::conv(i as u32, 1, before)
+                }
+            };
+            layers.push(ObservedLayer {
+                name: name.into(),
+                position: Position::of(i, count),
+                spec,
+                weight: glorot(&[out, in_channels, k, k], device),
+                bias: Some(constant(out, 0.0, device)),
+                extra: Vec::new(),
+                relu: true,
+            });
+            in_channels = out;
+            // pool1 after conv1, pool2 after conv2, pool5 after conv5 (3×3/2 SAME).
+            if matches!(i, 0 | 1 | 4) {
+                side = (side + 1) / 2;
+            }
+        }
+        let mut features = in_channels * side * side;
+        for (i, name) in ["fc6", "fc7", "fc8"].into_iter().enumerate() {
+            let last = i == 2;
+            let out = if last { size.classes } else { f(4096) };
+            layers.push(ObservedLayer {
+                name: name.into(),
+                position: Position::of(5 + i, count),
+                spec: LayerSpec::dense(5 + i as u32),
+                weight: truncated_normal(&[out, features], 0.01, device),
+                bias: Some(constant(out, if last { 0.0 } else { 0.1 }, device)),
+                extra: Vec::new(),
+                relu: !last,
+            });
+            features = out;
+        }
+        Ok(AlexNet { layers, lrn })
+    }
+}
+
+impl Network for AlexNet {
+    fn layers(&self) -> &[ObservedLayer] {
+        &self.layers
+    }
+
+    fn layers_mut(&mut self) -> &mut [ObservedLayer] {
+        &mut self.layers
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        router: &mut dyn Router,
+        train: bool,
+        mut trace: Option<&mut Trace>,
+    ) -> Result<Tensor> {
+        let mut h = x.shallow_clone();
+        for (i, layer) in self.layers[..5].iter().enumerate() {
+            let y = layer.forward(router, &h)?;
+            record(&mut trace, &h, &y);
+            let y = if self.lrn && i < 2 {
+                lrn(&y, 5, 1.0, 1e-4, 0.75)
+            } else {
+                y
+            };
+            h = if matches!(i, 0 | 1 | 4) {
+                same_max_pool(&y, 3, 2)
+            } else {
+                y
+            };
+        }
+        h = h.flatten(1, -1);
+        for (i, layer) in self.layers[5..].iter().enumerate() {
+            let y = layer.forward(router, &h)?;
+            record(&mut trace, &h, &y);
+            // Dropout (keep 0.5) after fc6 and fc7, in training only.
+            h = if i < 2 { y.dropout(0.5, train) } else { y };
+        }
+        Ok(h)
+    }
+}
