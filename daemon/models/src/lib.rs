@@ -14,12 +14,14 @@
 mod alexnet;
 mod knet;
 mod ops;
+mod resnet;
 
 pub use alexnet::AlexNet;
 pub use knet::KNet;
 pub use lrid_plugin::{LayerKind, LayerSpec};
 pub use lrid_protocol::Position;
 pub use ops::{lrn, same_avg_pool, same_max_pool};
+pub use resnet::{ResNet, ResNetVersion};
 use tch::Tensor;
 
 /// Errors of the models.
@@ -91,6 +93,10 @@ pub trait Network: Send {
     /// The observed layers, in order.
     fn layers(&self) -> &[ObservedLayer];
     fn layers_mut(&mut self) -> &mut [ObservedLayer];
+    /// Trainable tensors outside the observed layers (e.g. BatchNorm scale and shift).
+    fn other_parameters(&self) -> Vec<Tensor> {
+        Vec::new()
+    }
     /// Logits; with `trace`, also every observed layer's (input, output).
     fn forward(
         &self,

@@ -1,6 +1,6 @@
 //! Layer counts, output shapes and observed-layer lists of the architectures.
 
-use lrid_models::{AlexNet, Backprop, KNet, ModelSize, Network, Position};
+use lrid_models::{AlexNet, Backprop, KNet, ModelSize, Network, Position, ResNet, ResNetVersion};
 use tch::{Device, Kind, Tensor};
 
 fn size(resolution: i64, width: f64) -> ModelSize {
@@ -165,4 +165,86 @@ fn initialisers_follow_the_reference() {
     let limit = (6.0f64 / ((96 * 25 + 256 * 25) as f64)).sqrt();
     assert!(conv2.abs().max().double_value(&[]) <= limit);
     assert!(conv2.abs().max().double_value(&[]) > 0.95 * limit);
+}
+
+#[test]
+fn resnets_18_and_34_v1_and_v2() {
+    tch::manual_seed(4);
+    for (depth, version, count) in [
+        (18, ResNetVersion::V1, 22),
+        (18, ResNetVersion::V2, 22),
+        (34, ResNetVersion::V1, 38),
+        (34, ResNetVersion::V2, 38),
+    ] {
+        let net = ResNet::new(depth, version, size(64, 0.25), Device::Cpu).unwrap();
+        let layers = observed(&net);
+        assert_eq!(layers.len(), count, "ResNet-{depth} {version:?}");
+        let prefix = if version == ResNetVersion::V1 {
+            "block_group"
+        } else {
+            "block_layer"
+        };
+        assert_eq!(layers[0].0, "conv0");
+        assert_eq!(layers[1].0, format!("{prefix}1_0/conv0"));
+        assert_eq!(layers[count - 1].0, "dense");
+        // Spec §5.6: the early / middle / deep boundaries.
+        let (early_end, middle_end, first_deep) = if depth == 18 {
+            (6, 13, format!("{prefix}3_1/conv1"))
+        } else {
+            (11, 23, format!("{prefix}3_3/conv1"))
+        };
+        assert_eq!(layers[early_end].1, Position::Early);
+        assert_eq!(layers[early_end + 1].1, Position::Middle);
+        assert_eq!(layers[middle_end].1, Position::Middle);
+        assert_eq!(layers[middle_end + 1].1, Position::Deep);
+        assert_eq!(layers[middle_end + 1].0, first_deep);
+        if depth == 18 {
+            assert_eq!(layers[6].0, format!("{prefix}2_0/conv0"));
+        }
+        assert!(
+            layers.iter().all(|(_, _, relu)| !relu),
+            "ResNet convs are observed pre-BN"
+        );
+        assert!(
+            !net.other_parameters().is_empty(),
+            "BatchNorm parameters are trainable"
+        );
+
+        let x = Tensor::randn([2, 3, 64, 64], (Kind::Float, Device::Cpu));
+        let mut trace = Vec::new();
+        let logits = net
+            .forward(&x, &mut Backprop, true, Some(&mut trace))
+            .unwrap();
+        assert_eq!(logits.size(), [2, 10]);
+        assert_eq!(trace.len(), count);
+        // The stem's observed input is the fixed-padded image (3 before, 3 after).
+        assert_eq!(trace[0].0.size(), [2, 3, 70, 70]);
+        assert_eq!(trace[0].1.size(), [2, 16, 32, 32]);
+        assert_eq!(trace[count - 1].0.size(), [2, 128]);
+        logits.sum(Kind::Float).backward();
+        for l in net.layers() {
+            assert!(l.weight.grad().defined(), "{} got no gradient", l.name);
+        }
+    }
+}
+
+#[test]
+fn resnet18_at_224_has_the_paper_s_shapes() {
+    tch::manual_seed(5);
+    let net = ResNet::new(18, ResNetVersion::V1, size(224, 1.0), Device::Cpu).unwrap();
+    let x = Tensor::randn([1, 3, 224, 224], (Kind::Float, Device::Cpu));
+    let mut trace = Vec::new();
+    let logits = tch::no_grad(|| net.forward(&x, &mut Backprop, false, Some(&mut trace))).unwrap();
+    assert_eq!(logits.size(), [1, 10]);
+    let sides: Vec<i64> = trace[..21].iter().map(|(_, y)| y.size()[2]).collect();
+    assert_eq!(
+        sides,
+        [
+            112, 56, 56, 56, 56, 56, 28, 28, 28, 28, 28, 14, 14, 14, 14, 14, 7, 7, 7, 7, 7
+        ]
+    );
+    // A stride-2 3×3 conv sees its fixed-padded input (1 before, 1 after).
+    assert_eq!(trace[7].0.size(), [1, 64, 58, 58]);
+    assert_eq!(net.layers()[21].weight.size(), [10, 512]);
+    assert!(ResNet::new(50, ResNetVersion::V1, size(224, 1.0), Device::Cpu).is_err());
 }
