@@ -1,45 +1,16 @@
 //! AlexNet and AlexNet-LRN (spec §5.3).
 
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
+use crate::init::{constant, glorot, truncated_normal};
 use crate::ops::{lrn, same_max_pool};
-use crate::{
-    Error, LayerSpec, ModelSize, Network, ObservedLayer, Position, Result, Router, Trace, record,
-};
+use crate::{Error, LayerSpec, ModelSize, Network, ObservedLayer, Position, Result, Router, Trace};
 
 /// conv1–conv5, fc6–fc8; every layer owns a ReLU except fc8.
 #[derive(Debug)]
 pub struct AlexNet {
     layers: Vec<ObservedLayer>,
     lrn: bool,
-}
-
-/// Glorot-uniform kernel (conv: fans include the window).
-fn glorot(shape: &[i64], device: Device) -> Tensor {
-    let window: i64 = shape[2..].iter().product();
-    let (fan_in, fan_out) = (shape[1] * window, shape[0] * window);
-    let limit = (6.0 / (fan_in + fan_out) as f64).sqrt();
-    (Tensor::rand(shape, (Kind::Float, device)) * (2.0 * limit) - limit).set_requires_grad(true)
-}
-
-/// Normal(0, std²) truncated at ±2 std (TF `truncated_normal_initializer`): redraws outside.
-pub(crate) fn truncated_normal(shape: &[i64], std: f64, device: Device) -> Tensor {
-    let mut t = Tensor::randn(shape, (Kind::Float, device));
-    loop {
-        let outside = t.abs().gt(2.0);
-        if outside.any().int64_value(&[]) == 0 {
-            break;
-        }
-        t = t.where_self(
-            &outside.logical_not(),
-            &Tensor::randn(shape, (Kind::Float, device)),
-        );
-    }
-    (t * std).set_requires_grad(true)
-}
-
-fn constant(n: i64, value: f64, device: Device) -> Tensor {
-    Tensor::full([n], value, (Kind::Float, device)).set_requires_grad(true)
 }
 
 /// TF "SAME" padding of a stride-1 conv with kernel k: (before, extra after).
@@ -132,8 +103,7 @@ impl Network for AlexNet {
     ) -> Result<Tensor> {
         let mut h = x.shallow_clone();
         for (i, layer) in self.layers[..5].iter().enumerate() {
-            let y = layer.forward(router, &h)?;
-            record(&mut trace, &h, &y);
+            let y = layer.observe(router, &h, &mut trace)?;
             let y = if self.lrn && i < 2 {
                 lrn(&y, 5, 1.0, 1e-4, 0.75)
             } else {
@@ -147,8 +117,7 @@ impl Network for AlexNet {
         }
         h = h.flatten(1, -1);
         for (i, layer) in self.layers[5..].iter().enumerate() {
-            let y = layer.forward(router, &h)?;
-            record(&mut trace, &h, &y);
+            let y = layer.observe(router, &h, &mut trace)?;
             // Dropout (keep 0.5) after fc6 and fc7, in training only.
             h = if i < 2 { y.dropout(0.5, train) } else { y };
         }

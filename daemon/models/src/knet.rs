@@ -1,25 +1,16 @@
 //! KNet4 / KNet5 with and without LRN (spec §5.2): Krizhevsky's cuda-convnet CIFAR-10 network.
 
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
+use crate::init::{constant, normal};
 use crate::ops::{lrn, same_avg_pool, same_max_pool};
-use crate::{
-    Error, LayerSpec, ModelSize, Network, ObservedLayer, Position, Result, Router, Trace, record,
-};
+use crate::{Error, LayerSpec, ModelSize, Network, ObservedLayer, Position, Result, Router, Trace};
 
 /// KNet4 (conv1–3, fc4) or KNet5 (conv1–4, fc5), ± LRN.
 #[derive(Debug)]
 pub struct KNet {
     layers: Vec<ObservedLayer>,
     lrn: bool,
-}
-
-fn normal(shape: &[i64], std: f64, device: Device) -> Tensor {
-    (Tensor::randn(shape, (Kind::Float, device)) * std).set_requires_grad(true)
-}
-
-fn zeros(n: i64, device: Device) -> Tensor {
-    Tensor::zeros([n], (Kind::Float, device)).set_requires_grad(true)
 }
 
 impl KNet {
@@ -50,7 +41,7 @@ impl KNet {
                 // 5×5, stride 1, SAME: symmetric padding 2.
                 spec: LayerSpec::conv(i as u32, 1, 2),
                 weight: normal(&[out, in_channels, 5, 5], std, device),
-                bias: Some(zeros(out, device)),
+                bias: Some(constant(out, 0.0, device)),
                 extra: Vec::new(),
                 // The quirk of the reference: conv1 owns no ReLU.
                 relu: i > 0,
@@ -64,7 +55,7 @@ impl KNet {
             position: Position::of(convs, count),
             spec: LayerSpec::dense(convs as u32),
             weight: normal(&[size.classes, features], 0.01, device),
-            bias: Some(zeros(size.classes, device)),
+            bias: Some(constant(size.classes, 0.0, device)),
             extra: Vec::new(),
             relu: false,
         });
@@ -91,8 +82,7 @@ impl Network for KNet {
         let convs = self.layers.len() - 1;
         let mut h = x.shallow_clone();
         for (i, layer) in self.layers[..convs].iter().enumerate() {
-            let y = layer.forward(router, &h)?;
-            record(&mut trace, &h, &y);
+            let y = layer.observe(router, &h, &mut trace)?;
             h = match i {
                 0 => {
                     let p = same_max_pool(&y, 3, 2);
@@ -116,8 +106,6 @@ impl Network for KNet {
         }
         let flat = h.flatten(1, -1);
         let fc = &self.layers[convs];
-        let logits = fc.forward(router, &flat)?;
-        record(&mut trace, &flat, &logits);
-        Ok(logits)
+        fc.observe(router, &flat, &mut trace)
     }
 }

@@ -12,6 +12,7 @@
 //! outside it.
 
 mod alexnet;
+mod init;
 mod knet;
 mod ops;
 mod resnet;
@@ -58,6 +59,20 @@ impl ObservedLayer {
             message,
         })?;
         Ok(if self.relu { y.relu() } else { y })
+    }
+
+    /// [`ObservedLayer::forward`], adding (input, output) to the trace when there is one.
+    pub fn observe(
+        &self,
+        router: &mut dyn Router,
+        x: &Tensor,
+        trace: &mut Option<&mut Trace>,
+    ) -> Result<Tensor> {
+        let y = self.forward(router, x)?;
+        if let Some(t) = trace.as_deref_mut() {
+            t.push((x.shallow_clone(), y.shallow_clone()));
+        }
+        Ok(y)
     }
 
     /// The trainable tensors of the layer: kernel, bias, then the rule's extra tensors.
@@ -121,12 +136,5 @@ pub struct ModelSize {
 impl ModelSize {
     pub(crate) fn filters(&self, paper: i64) -> i64 {
         ((paper as f64 * self.width).round() as i64).max(1)
-    }
-}
-
-/// Appends (input, output) to the trace when there is one.
-pub(crate) fn record(trace: &mut Option<&mut Trace>, x: &Tensor, y: &Tensor) {
-    if let Some(t) = trace.as_deref_mut() {
-        t.push((x.shallow_clone(), y.shallow_clone()));
     }
 }

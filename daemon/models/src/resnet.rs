@@ -3,11 +3,9 @@
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 
-use crate::alexnet::truncated_normal;
+use crate::init::{constant, glorot, normal, truncated_normal};
 use crate::ops::same_max_pool;
-use crate::{
-    Error, LayerSpec, ModelSize, Network, ObservedLayer, Position, Result, Router, Trace, record,
-};
+use crate::{Error, LayerSpec, ModelSize, Network, ObservedLayer, Position, Result, Router, Trace};
 
 /// ResNet version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,22 +146,11 @@ impl ResNet {
                 }
             })
             .collect();
-        let (dense_w, dense_b) = match version {
-            ResNetVersion::V1 => (
-                (Tensor::randn([size.classes, in_c], (Kind::Float, device)) * 0.01)
-                    .set_requires_grad(true),
-                Tensor::zeros([size.classes], (Kind::Float, device)).set_requires_grad(true),
-            ),
-            ResNetVersion::V2 => {
-                let limit = (6.0 / (in_c + size.classes) as f64).sqrt();
-                (
-                    (Tensor::rand([size.classes, in_c], (Kind::Float, device)) * (2.0 * limit)
-                        - limit)
-                        .set_requires_grad(true),
-                    Tensor::zeros([size.classes], (Kind::Float, device)).set_requires_grad(true),
-                )
-            }
+        let dense_w = match version {
+            ResNetVersion::V1 => normal(&[size.classes, in_c], 0.01, device),
+            ResNetVersion::V2 => glorot(&[size.classes, in_c], device),
         };
+        let dense_b = constant(size.classes, 0.0, device);
         layers.push(ObservedLayer {
             name: "dense".into(),
             position: Position::of(count - 1, count),
@@ -216,9 +203,7 @@ impl ResNet {
             Some((before, after)) => x.constant_pad_nd([before, after, before, after]),
             None => x.shallow_clone(),
         };
-        let y = self.layers[c.layer].forward(router, &x)?;
-        record(trace, &x, &y);
-        Ok(y)
+        self.layers[c.layer].observe(router, &x, trace)
     }
 }
 
@@ -283,8 +268,6 @@ impl Network for ResNet {
         }
         let pooled = h.mean_dim([2i64, 3].as_slice(), false, Kind::Float);
         let dense = &self.layers[self.layers.len() - 1];
-        let logits = dense.forward(router, &pooled)?;
-        record(t, &pooled, &logits);
-        Ok(logits)
+        dense.observe(router, &pooled, t)
     }
 }
