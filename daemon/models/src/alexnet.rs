@@ -86,24 +86,24 @@ impl AlexNet {
 }
 
 impl Network for AlexNet {
-    fn layers(&self) -> &[ObservedLayer] {
-        &self.layers
+    fn layers(&self) -> Vec<&ObservedLayer> {
+        self.layers.iter().collect()
     }
 
-    fn layers_mut(&mut self) -> &mut [ObservedLayer] {
-        &mut self.layers
+    fn layers_mut(&mut self) -> Vec<&mut ObservedLayer> {
+        self.layers.iter_mut().collect()
     }
 
-    fn forward(
+    fn features(
         &self,
         x: &Tensor,
         router: &mut dyn Router,
         train: bool,
-        mut trace: Option<&mut Trace>,
+        trace: &mut Option<&mut Trace>,
     ) -> Result<Tensor> {
         let mut h = x.shallow_clone();
         for (i, layer) in self.layers[..5].iter().enumerate() {
-            let y = layer.observe(router, &h, &mut trace)?;
+            let y = layer.observe(router, &h, trace)?;
             let y = if self.lrn && i < 2 {
                 lrn(&y, 5, 1.0, 1e-4, 0.75)
             } else {
@@ -116,10 +116,10 @@ impl Network for AlexNet {
             };
         }
         h = h.flatten(1, -1);
-        for (i, layer) in self.layers[5..].iter().enumerate() {
-            let y = layer.observe(router, &h, &mut trace)?;
-            // Dropout (keep 0.5) after fc6 and fc7, in training only.
-            h = if i < 2 { y.dropout(0.5, train) } else { y };
+        // fc6 and fc7, each followed by dropout (keep 0.5) in training only; fc8 is the
+        // classifier.
+        for layer in &self.layers[5..7] {
+            h = layer.observe(router, &h, trace)?.dropout(0.5, train);
         }
         Ok(h)
     }

@@ -64,25 +64,25 @@ impl KNet {
 }
 
 impl Network for KNet {
-    fn layers(&self) -> &[ObservedLayer] {
-        &self.layers
+    fn layers(&self) -> Vec<&ObservedLayer> {
+        self.layers.iter().collect()
     }
 
-    fn layers_mut(&mut self) -> &mut [ObservedLayer] {
-        &mut self.layers
+    fn layers_mut(&mut self) -> Vec<&mut ObservedLayer> {
+        self.layers.iter_mut().collect()
     }
 
-    fn forward(
+    fn features(
         &self,
         x: &Tensor,
         router: &mut dyn Router,
         _train: bool,
-        mut trace: Option<&mut Trace>,
+        trace: &mut Option<&mut Trace>,
     ) -> Result<Tensor> {
         let convs = self.layers.len() - 1;
         let mut h = x.shallow_clone();
         for (i, layer) in self.layers[..convs].iter().enumerate() {
-            let y = layer.observe(router, &h, &mut trace)?;
+            let y = layer.observe(router, &h, trace)?;
             h = match i {
                 0 => {
                     let p = same_max_pool(&y, 3, 2);
@@ -104,8 +104,6 @@ impl Network for KNet {
                 _ => same_avg_pool(&y, 3, 2),
             };
         }
-        let flat = h.flatten(1, -1);
-        let fc = &self.layers[convs];
-        fc.observe(router, &flat, &mut trace)
+        Ok(h.flatten(1, -1))
     }
 }

@@ -16,6 +16,7 @@ mod init;
 mod knet;
 mod ops;
 mod resnet;
+mod simclr;
 
 pub use alexnet::AlexNet;
 pub use knet::KNet;
@@ -23,6 +24,7 @@ pub use lrid_plugin::{LayerKind, LayerSpec};
 pub use lrid_protocol::Position;
 pub use ops::{lrn, same_avg_pool, same_max_pool};
 pub use resnet::{ResNet, ResNetVersion};
+pub use simclr::{PROJECTION_DIM, SimClr, nt_xent};
 use tch::Tensor;
 
 /// Errors of the models.
@@ -106,20 +108,34 @@ pub type Trace = Vec<(Tensor, Tensor)>;
 /// A network with observed layers.
 pub trait Network: Send {
     /// The observed layers, in order.
-    fn layers(&self) -> &[ObservedLayer];
-    fn layers_mut(&mut self) -> &mut [ObservedLayer];
+    fn layers(&self) -> Vec<&ObservedLayer>;
+    fn layers_mut(&mut self) -> Vec<&mut ObservedLayer>;
     /// Trainable tensors outside the observed layers (e.g. BatchNorm scale and shift).
     fn other_parameters(&self) -> Vec<Tensor> {
         Vec::new()
     }
+    /// The input of the last observed layer (the classifier): everything before it, tracing
+    /// every observed layer on the way.
+    fn features(
+        &self,
+        x: &Tensor,
+        router: &mut dyn Router,
+        train: bool,
+        trace: &mut Option<&mut Trace>,
+    ) -> Result<Tensor>;
     /// Logits; with `trace`, also every observed layer's (input, output).
     fn forward(
         &self,
         x: &Tensor,
         router: &mut dyn Router,
         train: bool,
-        trace: Option<&mut Trace>,
-    ) -> Result<Tensor>;
+        mut trace: Option<&mut Trace>,
+    ) -> Result<Tensor> {
+        let h = self.features(x, router, train, &mut trace)?;
+        let layers = self.layers();
+        let classifier = layers.last().expect("a network has observed layers");
+        classifier.observe(router, &h, &mut trace)
+    }
 }
 
 /// Size parameters shared by the architectures.

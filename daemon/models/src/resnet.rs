@@ -208,26 +208,26 @@ impl ResNet {
 }
 
 impl Network for ResNet {
-    fn layers(&self) -> &[ObservedLayer] {
-        &self.layers
+    fn layers(&self) -> Vec<&ObservedLayer> {
+        self.layers.iter().collect()
     }
 
-    fn layers_mut(&mut self) -> &mut [ObservedLayer] {
-        &mut self.layers
+    fn layers_mut(&mut self) -> Vec<&mut ObservedLayer> {
+        self.layers.iter_mut().collect()
     }
 
     fn other_parameters(&self) -> Vec<Tensor> {
         self.vs.trainable_variables()
     }
 
-    fn forward(
+    fn features(
         &self,
         x: &Tensor,
         router: &mut dyn Router,
         train: bool,
-        mut trace: Option<&mut Trace>,
+        trace: &mut Option<&mut Trace>,
     ) -> Result<Tensor> {
-        let t = &mut trace;
+        let t = trace;
         let mut h = self.conv(self.stem, router, x, t)?;
         if let Some(bn) = &self.stem_bn {
             h = bn.forward_t(&h, train).relu();
@@ -266,8 +266,6 @@ impl Network for ResNet {
         if let Some(bn) = &self.final_bn {
             h = bn.forward_t(&h, train).relu();
         }
-        let pooled = h.mean_dim([2i64, 3].as_slice(), false, Kind::Float);
-        let dense = &self.layers[self.layers.len() - 1];
-        dense.observe(router, &pooled, t)
+        Ok(h.mean_dim([2i64, 3].as_slice(), false, Kind::Float))
     }
 }

@@ -1,6 +1,9 @@
 //! Layer counts, output shapes and observed-layer lists of the architectures.
 
-use lrid_models::{AlexNet, Backprop, KNet, ModelSize, Network, Position, ResNet, ResNetVersion};
+use lrid_models::{
+    AlexNet, Backprop, KNet, ModelSize, Network, PROJECTION_DIM, Position, ResNet, ResNetVersion,
+    SimClr, nt_xent,
+};
 use tch::{Device, Kind, Tensor};
 
 fn size(resolution: i64, width: f64) -> ModelSize {
@@ -247,4 +250,80 @@ fn resnet18_at_224_has_the_paper_s_shapes() {
     assert_eq!(trace[7].0.size(), [1, 64, 58, 58]);
     assert_eq!(net.layers()[21].weight.size(), [10, 512]);
     assert!(ResNet::new(50, ResNetVersion::V1, size(224, 1.0), Device::Cpu).is_err());
+}
+
+#[test]
+fn simclr_replaces_the_classifier_with_the_projection_head() {
+    tch::manual_seed(6);
+    let base = ResNet::new(18, ResNetVersion::V2, size(32, 0.25), Device::Cpu).unwrap();
+    let net = SimClr::new(Box::new(base), Device::Cpu);
+    let layers = observed(&net);
+    // 22 − the classifier + nl_0 + nl_1 (spec §5.6).
+    assert_eq!(layers.len(), 23);
+    assert_eq!(layers[21].0, "head_contrastive/nl_0");
+    assert_eq!(layers[22].0, "head_contrastive/nl_1");
+    assert!(layers[21..].iter().all(|l| l.1 == Position::Deep && !l.2));
+    let indices: Vec<u32> = net.layers().iter().map(|l| l.spec.index).collect();
+    assert_eq!(indices, (0..23).collect::<Vec<u32>>());
+    let d = 128; // 512 filters × 0.25
+    assert_eq!(net.layers()[21].weight.size(), [d, d]);
+    assert_eq!(net.layers()[22].weight.size(), [PROJECTION_DIM, d]);
+    assert!(net.layers()[21].bias.is_none());
+    let x = Tensor::randn([6, 3, 32, 32], (Kind::Float, Device::Cpu));
+    let mut trace = Vec::new();
+    let z = net
+        .forward(&x, &mut Backprop, true, Some(&mut trace))
+        .unwrap();
+    assert_eq!(z.size(), [6, PROJECTION_DIM]);
+    assert_eq!(trace.len(), 23);
+    nt_xent(&z, 0.5).backward();
+    for l in net.layers() {
+        assert!(l.weight.grad().defined(), "{} got no gradient", l.name);
+    }
+    // Trainable: the base's BN parameters and the head's BN0 (γ, β) and BN1 (γ only).
+    let base_only = ResNet::new(18, ResNetVersion::V2, size(32, 0.25), Device::Cpu).unwrap();
+    assert_eq!(
+        net.other_parameters().len(),
+        base_only.other_parameters().len() + 3
+    );
+}
+
+#[test]
+fn nt_xent_equals_its_definition() {
+    tch::manual_seed(7);
+    let (b, tau) = (3i64, 0.7);
+    let z = Tensor::randn([2 * b, 5], (Kind::Double, Device::Cpu));
+    let loss = nt_xent(&z, tau).double_value(&[]);
+    let rows: Vec<Vec<f64>> = (0..2 * b)
+        .map(|i| {
+            let r = Vec::<f64>::try_from(z.get(i)).unwrap();
+            let n = r.iter().map(|v| v * v).sum::<f64>().sqrt();
+            r.iter().map(|v| v / n).collect()
+        })
+        .collect();
+    let dot = |i: usize, j: usize| -> f64 {
+        rows[i]
+            .iter()
+            .zip(&rows[j])
+            .map(|(a, b)| a * b)
+            .sum::<f64>()
+            / tau
+    };
+    let b = b as usize;
+    let mut expected = 0.0;
+    for (view, other) in [(0, b), (b, 0)] {
+        let mut sum = 0.0;
+        for i in 0..b {
+            let anchor = view + i;
+            // Positive: the same image's other view; negatives: every other row but itself.
+            let logits: Vec<f64> = (0..b)
+                .map(|j| dot(anchor, other + j))
+                .chain((0..b).filter(|&j| j != i).map(|j| dot(anchor, view + j)))
+                .collect();
+            let lse = logits.iter().map(|l| l.exp()).sum::<f64>().ln();
+            sum += lse - dot(anchor, other + i);
+        }
+        expected += sum / b as f64;
+    }
+    assert!((loss - expected).abs() < 1e-9, "{loss} vs {expected}");
 }
