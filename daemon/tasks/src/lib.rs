@@ -1,16 +1,21 @@
 //! # lrid-tasks
 //!
-//! What the virtual experiments train on. In: a seed and a resolution (generated tasks), or a
-//! folder of CIFAR-10 binary files. Out: batches of images `[N, C, H, W]` (f32) with labels
+//! What the virtual experiments train on. In: a seed and a resolution (generated tasks: rendered
+//! shapes and textures, an audio-like cochleagram task), or a folder of CIFAR-10 binary files.
+//! Also SimCLR's augmented views. Out: batches of images `[N, C, H, W]` (f32) with labels
 //! `[N]` (i64), on the CPU; the trainer moves them to its device.
 //!
 //! Generated data is a pure function of (seed, example index): no downloads, identical on every
 //! machine and device, and any example can be drawn again (the evaluation set is a fixed range of
 //! indices of its own stream).
 
+mod audio;
+mod augment;
 mod cifar;
 mod shapes;
 
+pub use audio::Audio;
+pub use augment::{simclr_view, simclr_views};
 pub use cifar::Cifar10;
 pub use shapes::Shapes;
 use tch::Tensor;
