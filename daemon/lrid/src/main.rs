@@ -9,6 +9,8 @@ mod plugins_cmd;
 mod serve;
 mod sql;
 mod stats_cmd;
+mod sweep_cmd;
+mod train_cmd;
 
 use std::process::ExitCode;
 
@@ -36,6 +38,10 @@ enum Command {
     Sql(sql::SqlArgs),
     /// List the plugins of the plugins folder (name, kind, version, file) and refused files.
     Plugins(plugins_cmd::PluginsArgs),
+    /// Train one network with a learning-rule plugin, recording its observables into a daemon.
+    Train(train_cmd::TrainArgs),
+    /// Virtual experiments: run a sweep file's grid of training runs (resumable).
+    Sweep(sweep_cmd::SweepArgs),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +68,8 @@ fn main() -> ExitCode {
             Some(Command::Serve(args)) => serve::run(&args),
             Some(Command::Sql(args)) => sql::run(&args),
             Some(Command::Plugins(args)) => plugins_cmd::run(&args),
+            Some(Command::Train(args)) => train_cmd::run(&args),
+            Some(Command::Sweep(args)) => sweep_cmd::run(&args),
             None => {
                 use clap::CommandFactory;
                 Cli::command().print_help().ok();

@@ -34,7 +34,7 @@ pub fn run(args: &SqlArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let batches = runtime.block_on(query(args))?;
+    let batches = runtime.block_on(query(&args.server, args.token.as_deref(), &args.query))?;
     let mut out = std::io::stdout().lock();
     match args.format {
         Format::Table => {
@@ -62,23 +62,24 @@ pub fn run(args: &SqlArgs) -> Result<()> {
     Ok(())
 }
 
-async fn query(args: &SqlArgs) -> Result<Vec<RecordBatch>> {
-    let url = if args.server.contains("://") {
-        args.server.clone()
+/// The batches of one statement run on the daemon at `server`.
+pub async fn query(server: &str, token: Option<&str>, sql: &str) -> Result<Vec<RecordBatch>> {
+    let url = if server.contains("://") {
+        server.to_string()
     } else {
-        format!("http://{}", args.server)
+        format!("http://{server}")
     };
     let channel = Endpoint::from_shared(url.clone())
-        .with_context(|| format!("'{}' is not a server address", args.server))?
+        .with_context(|| format!("'{server}' is not a server address"))?
         .connect()
         .await
         .with_context(|| format!("cannot reach lrid at {url}; is `lrid serve` running?"))?;
     let mut client = FlightSqlServiceClient::new(channel);
-    if let Some(t) = &args.token {
+    if let Some(t) = token {
         client.set_header("authorization", format!("Bearer {t}"));
     }
     let info = client
-        .execute(args.query.clone(), None)
+        .execute(sql.to_string(), None)
         .await
         .map_err(flight_error)?;
     let mut batches = Vec::new();

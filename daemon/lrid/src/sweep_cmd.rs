@@ -1,0 +1,602 @@
+//! `lrid sweep run FILE`: the Cartesian grid of a sweep file (architectures × tasks × rules ×
+//! batch sizes × model seeds × data seeds), each cell one `lrid train` worker process, at most
+//! `workers` at a time, all recording into one daemon (an embedded one when none answers).
+//!
+//! Resumable: a cell whose run is closed in the daemon (it completed every point) is skipped.
+//! A failed cell is written to the sweep's journal with its log and does not stop the others; a
+//! later `sweep run` tries it again under a new attempt id (`<cell>:a2`, …), since the daemon
+//! never reopens a run's completed points.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use arrow::array::{Array, AsArray};
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use lrid_plugins::PluginHost;
+use lrid_trainer::{Arch, TaskName};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::train_cmd::{check_reachable, server_url};
+
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    #[command(subcommand)]
+    command: SweepCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum SweepCommand {
+    /// Run every cell of the grid that has not completed yet.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The sweep file (e.g. config/sweeps/demo.toml).
+    file: PathBuf,
+    /// Configuration file of the daemon (defaults: config/lrid.toml, embedded).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The daemon's address (default: `[server] listen`); when nothing answers there, an
+    /// embedded daemon is started on a free loopback port for the sweep's duration.
+    #[arg(long, env = "LRID_SERVER")]
+    server: Option<String>,
+    /// Bearer token, when the daemon needs one.
+    #[arg(long, env = "LRID_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Parallel workers (overrides the file).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Folder of the sweep's journal and worker logs (default: sweeps/<name> in the data folder).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Device of every worker (overrides the file): cpu, cuda, auto.
+    #[arg(long)]
+    device: Option<String>,
+}
+
+/// A seed of the grid: a number, or "unseeded" (the paper's None).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+enum Seed {
+    Fixed(i64),
+    Unseeded(Unseeded),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Unseeded {
+    Unseeded,
+}
+
+impl Seed {
+    fn value(self) -> Option<i64> {
+        match self {
+            Seed::Fixed(s) => Some(s),
+            Seed::Unseeded(_) => None,
+        }
+    }
+
+    fn tag(self) -> String {
+        self.value().map_or("u".into(), |s| s.to_string())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Grid {
+    architectures: Vec<Arch>,
+    tasks: Vec<TaskName>,
+    rules: Vec<String>,
+    batch_sizes: Vec<usize>,
+    model_seeds: Vec<Seed>,
+    data_seeds: Vec<Seed>,
+}
+
+/// Settings shared by every cell (the flags of `lrid train`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrainSettings {
+    epochs: f64,
+    #[serde(default = "default_points")]
+    points: usize,
+    train_examples: Option<usize>,
+    eval_examples: Option<usize>,
+    resolution: Option<i64>,
+    width: Option<f64>,
+    classes: Option<i64>,
+    temperature: Option<f64>,
+    cifar_dir: Option<PathBuf>,
+    #[serde(default = "default_device")]
+    device: String,
+}
+
+fn default_points() -> usize {
+    21
+}
+
+fn default_device() -> String {
+    "auto".into()
+}
+
+/// Per-rule settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleSettings {
+    /// Base learning rate at batch size 128, scaled linearly with the batch size.
+    lr: Option<f64>,
+    /// The rule's JSON configuration.
+    #[serde(default)]
+    config: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SweepFile {
+    /// Prefix of every run id; the journal's folder name.
+    name: String,
+    #[serde(default = "default_workers")]
+    workers: usize,
+    /// libtorch threads per worker (default: the machine's cores / workers).
+    threads_per_worker: Option<i32>,
+    grid: Grid,
+    train: TrainSettings,
+    #[serde(default)]
+    rules: BTreeMap<String, RuleSettings>,
+}
+
+fn default_workers() -> usize {
+    2
+}
+
+impl SweepFile {
+    fn load(path: &Path) -> Result<SweepFile> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the sweep file {}", path.display()))?;
+        let sweep: SweepFile = toml::from_str(&text)
+            .with_context(|| format!("{} is not a valid sweep file", path.display()))?;
+        lrid_protocol::validate_run_id(&sweep.name)
+            .map_err(|e| anyhow::anyhow!("{}: sweep name: {e}", path.display()))?;
+        let g = &sweep.grid;
+        for (what, empty) in [
+            ("architectures", g.architectures.is_empty()),
+            ("tasks", g.tasks.is_empty()),
+            ("rules", g.rules.is_empty()),
+            ("batch_sizes", g.batch_sizes.is_empty()),
+            ("model_seeds", g.model_seeds.is_empty()),
+            ("data_seeds", g.data_seeds.is_empty()),
+        ] {
+            if empty {
+                bail!("{}: grid.{what} is empty", path.display());
+            }
+        }
+        if sweep.workers == 0 {
+            bail!("{}: workers must be at least 1", path.display());
+        }
+        if let Some(unused) = sweep.rules.keys().find(|r| !g.rules.contains(r)) {
+            bail!(
+                "{}: [rules.{unused}] configures a rule that is not in grid.rules",
+                path.display()
+            );
+        }
+        Ok(sweep)
+    }
+
+    /// Every cell, in grid order.
+    fn cells(&self) -> Vec<Cell> {
+        let g = &self.grid;
+        let mut cells = Vec::new();
+        for &arch in &g.architectures {
+            for &task in &g.tasks {
+                for rule in &g.rules {
+                    for &batch_size in &g.batch_sizes {
+                        for &model_seed in &g.model_seeds {
+                            for &data_seed in &g.data_seeds {
+                                cells.push(Cell {
+                                    arch,
+                                    task,
+                                    rule: rule.clone(),
+                                    batch_size,
+                                    model_seed,
+                                    data_seed,
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        cells
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Cell {
+    arch: Arch,
+    task: TaskName,
+    rule: String,
+    batch_size: usize,
+    model_seed: Seed,
+    data_seed: Seed,
+}
+
+impl Cell {
+    fn id(&self, sweep: &str) -> String {
+        format!(
+            "{sweep}/{}/{}/{}/b{}/m{}/d{}",
+            self.arch,
+            self.task,
+            self.rule,
+            self.batch_size,
+            self.model_seed.tag(),
+            self.data_seed.tag()
+        )
+    }
+}
+
+/// One line of the journal.
+#[derive(Debug, Serialize)]
+struct JournalEntry<'a> {
+    run_id: &'a str,
+    outcome: &'a str,
+    seconds: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    log: String,
+}
+
+/// A daemon started for the sweep; stopped (gracefully) when dropped.
+struct EmbeddedDaemon {
+    child: Child,
+    url: String,
+}
+
+impl EmbeddedDaemon {
+    fn start(config: Option<&Path>, log: &Path) -> Result<EmbeddedDaemon> {
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.arg("serve").args(["--listen", "127.0.0.1:0"]);
+        if let Some(c) = config {
+            cmd.arg("--config").arg(c);
+        }
+        let log_file = std::fs::File::create(log)
+            .with_context(|| format!("cannot create {}", log.display()))?;
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .context("cannot start the embedded daemon")?;
+        let stdout = child.stdout.take().expect("piped");
+        let mut line = String::new();
+        std::io::BufReader::new(stdout).read_line(&mut line)?;
+        let addr = line
+            .strip_prefix("lrid serve listening on ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(str::to_string);
+        match addr {
+            Some(addr) => Ok(EmbeddedDaemon {
+                child,
+                url: format!("http://{addr}"),
+            }),
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let log_text = std::fs::read_to_string(log).unwrap_or_default();
+                bail!(
+                    "the embedded daemon did not start: {}",
+                    log_text.lines().last().unwrap_or("no output")
+                )
+            }
+        }
+    }
+}
+
+impl Drop for EmbeddedDaemon {
+    fn drop(&mut self) {
+        // SIGTERM: the daemon checkpoints to Parquet, then exits.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs (and attempt counts) of this sweep already in the daemon, by cell id: (closed, attempts).
+fn existing_runs(
+    server: &str,
+    token: Option<&str>,
+    sweep: &str,
+) -> Result<HashMap<String, (bool, u32)>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let sql = format!(
+        "SELECT run_id, status FROM runs WHERE starts_with(run_id, '{}/')",
+        sweep.replace('\'', "''")
+    );
+    let batches = runtime.block_on(crate::sql::query(server, token, &sql))?;
+    let mut runs: HashMap<String, (bool, u32)> = HashMap::new();
+    for b in &batches {
+        let ids = b.column(0).as_string::<i32>();
+        let status = b.column(1).as_string::<i32>();
+        for i in 0..b.num_rows() {
+            let id = ids.value(i);
+            let cell = id.split_once(":a").map_or(id, |(c, _)| c);
+            let entry = runs.entry(cell.to_string()).or_default();
+            entry.0 |= !status.is_null(i) && status.value(i) == "closed";
+            entry.1 += 1;
+        }
+    }
+    Ok(runs)
+}
+
+struct Worker {
+    child: Child,
+    run_id: String,
+    log: PathBuf,
+    started: Instant,
+}
+
+fn safe_name(run_id: &str) -> String {
+    run_id.replace(['/', ':'], "_")
+}
+
+pub fn run(args: &SweepArgs) -> Result<()> {
+    match &args.command {
+        SweepCommand::Run(a) => run_sweep(a),
+    }
+}
+
+fn run_sweep(args: &RunArgs) -> Result<()> {
+    let sweep = SweepFile::load(&args.file)?;
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::embedded(),
+    };
+    let workers = args.workers.unwrap_or(sweep.workers).max(1);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = sweep
+        .threads_per_worker
+        .unwrap_or_else(|| (cores / workers).max(1) as i32);
+    let device = args.device.clone().unwrap_or(sweep.train.device.clone());
+    let state = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| config.store.data_dir.join("sweeps").join(&sweep.name));
+    let logs = state.join("logs");
+    std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
+
+    // Every rule must load before anything starts.
+    let plugins_dir = config.plugins.dir_in(&config.store.data_dir);
+    if !plugins_dir.is_dir() {
+        bail!(
+            "the plugins folder {} does not exist (install the built-in rules with `make plugins`)",
+            plugins_dir.display()
+        );
+    }
+    lrid_torch::init();
+    let cache = std::env::temp_dir().join(format!("lrid-sweep-{}", std::process::id()));
+    let host = PluginHost::new(&plugins_dir, &cache)?;
+    let scanned = host.rescan();
+    let missing: Vec<String> = sweep
+        .grid
+        .rules
+        .iter()
+        .filter(|r| host.rule(r).is_err())
+        .cloned()
+        .collect();
+    std::fs::remove_dir_all(&cache).ok();
+    scanned?;
+    if !missing.is_empty() {
+        let loaded: Vec<String> = host.list().into_iter().map(|p| p.name).collect();
+        bail!(
+            "rule(s) {} are not in the plugins folder {} (loaded: {})",
+            missing.join(", "),
+            plugins_dir.display(),
+            loaded.join(", ")
+        );
+    }
+
+    let server = args
+        .server
+        .clone()
+        .unwrap_or_else(|| server_url(&config.server.listen));
+    let embedded = if check_reachable(&server).is_ok() {
+        None
+    } else {
+        eprintln!("no daemon at {server}: starting an embedded one");
+        Some(EmbeddedDaemon::start(
+            args.config.as_deref(),
+            &state.join("daemon.log"),
+        )?)
+    };
+    let server = embedded.as_ref().map_or(server, |d| d.url.clone());
+    let existing = existing_runs(&server, args.token.as_deref(), &sweep.name)?;
+
+    let cells = sweep.cells();
+    let mut pending = Vec::new();
+    for cell in &cells {
+        let id = cell.id(&sweep.name);
+        match existing.get(&id) {
+            Some((true, _)) => {}
+            Some((false, attempts)) => pending.push((cell.clone(), format!("{id}:a{}", attempts + 1))),
+            None => pending.push((cell.clone(), id)),
+        }
+    }
+    let skipped = cells.len() - pending.len();
+    eprintln!(
+        "sweep {}: {} runs in the grid, {skipped} already complete, {} to run with {workers} worker(s) × {threads} thread(s) on {device}, daemon {server}",
+        sweep.name,
+        cells.len(),
+        pending.len()
+    );
+
+    let mut journal = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(state.join("journal.jsonl"))
+        .with_context(|| format!("cannot open the journal in {}", state.display()))?;
+    let bar = ProgressBar::new(pending.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} sweep [{elapsed_precise}] {bar:30} {pos}/{len} runs, ETA {eta} {msg}",
+        )
+        .expect("template"),
+    );
+    let started = Instant::now();
+    let mut queue = pending.into_iter();
+    let mut running: Vec<Worker> = Vec::new();
+    let (mut done, mut failed) = (0usize, Vec::<(String, String, PathBuf)>::new());
+    loop {
+        while running.len() < workers {
+            let Some((cell, run_id)) = queue.next() else {
+                break;
+            };
+            let log = logs.join(format!("{}.log", safe_name(&run_id)));
+            let child = spawn_worker(&sweep, &cell, &run_id, &server, args, &device, threads, &log)?;
+            running.push(Worker {
+                child,
+                run_id,
+                log,
+                started: Instant::now(),
+            });
+        }
+        if running.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let mut i = 0;
+        while i < running.len() {
+            let Some(status) = running[i].child.try_wait()? else {
+                i += 1;
+                continue;
+            };
+            let w = running.swap_remove(i);
+            let seconds = w.started.elapsed().as_secs_f64();
+            let error = (!status.success()).then(|| last_error(&w.log, status));
+            let entry = JournalEntry {
+                run_id: &w.run_id,
+                outcome: if error.is_none() { "completed" } else { "failed" },
+                seconds,
+                error: error.clone(),
+                log: w.log.display().to_string(),
+            };
+            writeln!(journal, "{}", serde_json::to_string(&entry)?)?;
+            match error {
+                None => done += 1,
+                Some(e) => {
+                    bar.println(format!("failed: {} — {e}", w.run_id));
+                    failed.push((w.run_id, e, w.log));
+                }
+            }
+            bar.inc(1);
+            bar.set_message(format!(
+                "({} running, {} failed)",
+                running.len(),
+                failed.len()
+            ));
+        }
+    }
+    bar.finish_and_clear();
+    drop(embedded);
+    eprintln!(
+        "sweep {}: {done} completed, {skipped} skipped (already complete), {} failed in {:.1} s; journal {}",
+        sweep.name,
+        failed.len(),
+        started.elapsed().as_secs_f64(),
+        state.join("journal.jsonl").display()
+    );
+    if !failed.is_empty() {
+        for (id, e, log) in &failed {
+            eprintln!("  {id}: {e} (log {})", log.display());
+        }
+        bail!(
+            "{} of the sweep's runs failed; run the sweep again to retry them",
+            failed.len()
+        );
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn spawn_worker(
+    sweep: &SweepFile,
+    cell: &Cell,
+    run_id: &str,
+    server: &str,
+    args: &RunArgs,
+    device: &str,
+    threads: i32,
+    log: &Path,
+) -> Result<Child> {
+    let t = &sweep.train;
+    let rule = sweep.rules.get(&cell.rule).cloned().unwrap_or_default();
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.arg("train")
+        .args(["--arch", cell.arch.name()])
+        .args(["--task", cell.task.name()])
+        .args(["--rule", &cell.rule])
+        .args(["--batch-size", &cell.batch_size.to_string()])
+        .args(["--epochs", &t.epochs.to_string()])
+        .args(["--points", &t.points.to_string()])
+        .args(["--device", device])
+        .args(["--server", server])
+        .args(["--run-id", run_id])
+        .args(["--threads", &threads.to_string()])
+        .arg("--quiet");
+    if let Some(s) = cell.model_seed.value() {
+        cmd.args(["--model-seed", &s.to_string()]);
+    }
+    if let Some(s) = cell.data_seed.value() {
+        cmd.args(["--data-seed", &s.to_string()]);
+    }
+    if let Some(c) = &args.config {
+        cmd.arg("--config").arg(c);
+    }
+    let optional = [
+        ("--train-examples", t.train_examples.map(|v| v.to_string())),
+        ("--eval-examples", t.eval_examples.map(|v| v.to_string())),
+        ("--resolution", t.resolution.map(|v| v.to_string())),
+        ("--width", t.width.map(|v| v.to_string())),
+        ("--classes", t.classes.map(|v| v.to_string())),
+        ("--temperature", t.temperature.map(|v| v.to_string())),
+        (
+            "--lr",
+            rule.lr
+                .map(|base| (base * cell.batch_size as f64 / 128.0).to_string()),
+        ),
+        ("--rule-config", rule.config.map(|c| c.to_string())),
+    ];
+    for (flag, value) in optional {
+        if let Some(v) = value {
+            cmd.args([flag, &v]);
+        }
+    }
+    if let Some(dir) = &t.cifar_dir {
+        cmd.arg("--cifar-dir").arg(dir);
+    }
+    if let Some(token) = &args.token {
+        cmd.env("LRID_TOKEN", token);
+    }
+    let out = std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+    cmd.stdout(out.try_clone()?)
+        .stderr(out)
+        .stdin(Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot start the worker of {run_id}"))
+}
+
+/// The worker's `error: …` line, else its exit status.
+fn last_error(log: &Path, status: std::process::ExitStatus) -> String {
+    std::fs::read_to_string(log)
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .rev()
+                .find_map(|l| l.strip_prefix("error: ").map(str::to_string))
+        })
+        .unwrap_or_else(|| format!("the worker exited with {status}"))
+}

@@ -1,0 +1,554 @@
+//! # lrid-trainer
+//!
+//! Trains one network of the virtual-experiment grid. In: a [`TrainConfig`] (architecture, task,
+//! batch size, seeds, epochs, trajectory points, device), a learning-rule instance loaded from a
+//! plugin, and optionally an SDK [`Recorder`]. Out: the trained network's observables at evenly
+//! spaced trajectory points (initialisation included) streamed through the recorder, and a
+//! [`TrainReport`] (steps, losses, evaluation accuracy, time per step).
+//!
+//! The rule decides everything a learning rule decides (spec §4): each observed layer's extra
+//! tensors (`init_layer`), how its op routes gradients (`forward`, through [`RuleRouter`]), its
+//! local losses and the parameter update (`step`). The trainer owns the rest: the task loss plus
+//! the architecture's L2 regulariser λ·Σw²/2 on forward kernels and biases (not on the rule's
+//! extra tensors nor BatchNorm), one backward pass, zeroing gradients. At each trajectory point
+//! the network runs in inference mode on a fixed evaluation set, and every observed layer's
+//! kernel, outputs and layer-wise activity change (spec §1.4, through the rule's routing) are
+//! recorded.
+
+mod arch;
+mod objective;
+
+use std::time::{Duration, Instant};
+
+pub use arch::Arch;
+use lrid_models::{Network, ObservedLayer, Router, Trace};
+use lrid_plugins::RuleInstance;
+use lrid_sdk::torch::{layer_activity_change, layer_info};
+use lrid_sdk::{LayerInfo, Recorder};
+use lrid_tasks::Dataset;
+pub use objective::{TaskName, nt_xent};
+
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+/// Errors of training.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error(transparent)]
+    Model(#[from] lrid_models::Error),
+    #[error(transparent)]
+    Task(#[from] lrid_tasks::Error),
+    #[error(transparent)]
+    Rule(#[from] lrid_plugins::Error),
+    #[error("recording: {0}")]
+    Record(lrid_sdk::Error),
+    #[error("libtorch: {0}")]
+    Torch(tch::TchError),
+    #[error(
+        "training diverged at step {step}: {what} (lower the learning rate with --lr)"
+    )]
+    Diverged { step: usize, what: String },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+// Not `#[from]`: that would also make them the error's source, printing them twice in chains.
+impl From<lrid_sdk::Error> for Error {
+    fn from(e: lrid_sdk::Error) -> Self {
+        Error::Record(e)
+    }
+}
+
+impl From<tch::TchError> for Error {
+    fn from(e: tch::TchError) -> Self {
+        Error::Torch(e)
+    }
+}
+
+/// What to train and how long. Unset seeds mean "unseeded" (the paper's `None`): a seed is
+/// drawn and reported, so the run can still be reproduced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    pub arch: Arch,
+    pub task: TaskName,
+    pub batch_size: usize,
+    pub model_seed: Option<i64>,
+    pub data_seed: Option<i64>,
+    /// Passes over the training set (fractions allowed).
+    pub epochs: f64,
+    /// Size of the training set of generated tasks (CIFAR-10: its 50,000 images).
+    pub train_examples: usize,
+    /// Trajectory points, evenly spaced from initialisation to the last step.
+    pub points: usize,
+    /// Examples of the fixed evaluation set the observables are measured on.
+    pub eval_examples: usize,
+    /// Input height = width; unset: the task's own (32 for generated tasks).
+    pub resolution: Option<i64>,
+    /// Multiplies every layer's filter count (1.0 = the paper's networks).
+    pub width: f64,
+    /// Learning rate; unset: the rule's default for this batch size ([`default_lr`]).
+    pub lr: Option<f64>,
+    /// Classes (words) of a generated task; unset: shapes 8, audio 16.
+    pub classes: Option<i64>,
+    /// NT-Xent temperature τ of SimCLR (the reference code's default, 1.0).
+    pub temperature: f64,
+    /// Folder of the CIFAR-10 binary files (task `cifar10`).
+    pub cifar_dir: Option<std::path::PathBuf>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            arch: Arch::KNet4,
+            task: TaskName::Shapes,
+            batch_size: 128,
+            model_seed: None,
+            data_seed: None,
+            epochs: 10.0,
+            train_examples: 8192,
+            points: 21,
+            eval_examples: 256,
+            resolution: None,
+            width: 1.0,
+            lr: None,
+            classes: None,
+            temperature: 1.0,
+            cifar_dir: None,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// A network small enough for unit tests.
+    pub fn test_config() -> Self {
+        Self {
+            batch_size: 8,
+            model_seed: Some(0),
+            data_seed: Some(0),
+            epochs: 1.0,
+            train_examples: 32,
+            points: 3,
+            eval_examples: 8,
+            resolution: Some(16),
+            width: 0.25,
+            ..Self::default()
+        }
+    }
+
+    /// Steps per epoch (the last partial batch is dropped, at least one step).
+    pub fn steps_per_epoch(&self) -> usize {
+        (self.train_examples / self.batch_size.max(1)).max(1)
+    }
+
+    /// Total training steps.
+    pub fn total_steps(&self) -> usize {
+        ((self.epochs * self.steps_per_epoch() as f64).round() as usize).max(1)
+    }
+
+    /// The step of each trajectory point: round(k · steps / (points − 1)).
+    pub fn point_steps(&self) -> Vec<usize> {
+        let total = self.total_steps();
+        (0..self.points)
+            .map(|k| ((k * total) as f64 / (self.points - 1) as f64).round() as usize)
+            .collect()
+    }
+
+    /// Refuses settings that cannot train, naming the setting.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::InvalidArgument(m));
+        if self.batch_size == 0 {
+            return bad("the batch size must be at least 1".into());
+        }
+        if self.points < 2 {
+            return bad(format!(
+                "a trajectory needs at least 2 points (initialisation and the end); got {}",
+                self.points
+            ));
+        }
+        if !(self.epochs > 0.0 && self.epochs.is_finite()) {
+            return bad(format!("epochs must be positive; got {}", self.epochs));
+        }
+        if self.train_examples < self.batch_size && self.task != TaskName::Cifar10 {
+            return bad(format!(
+                "the training set ({} examples) is smaller than one batch ({})",
+                self.train_examples, self.batch_size
+            ));
+        }
+        if self.eval_examples == 0 {
+            return bad("the evaluation set needs at least 1 example".into());
+        }
+        if !(self.width > 0.0 && self.width.is_finite()) {
+            return bad(format!("the width multiplier must be positive; got {}", self.width));
+        }
+        if let Some(lr) = self.lr
+            && !(lr > 0.0 && lr.is_finite())
+        {
+            return bad(format!("the learning rate must be positive; got {lr}"));
+        }
+        Ok(())
+    }
+}
+
+/// The default learning rate of a rule at a batch size: a base rate at batch 128, scaled
+/// linearly with the batch size (spec §4: "rescaled for each batch size"). Adam 1e-3; SGD-like
+/// rules (sgdm, feedback and information alignment, plugins) 0.01.
+pub fn default_lr(rule: &str, batch_size: usize) -> f64 {
+    let base = if rule == "adam" { 1e-3 } else { 0.01 };
+    base * batch_size as f64 / 128.0
+}
+
+/// Where training stands, for progress bars.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    pub step: usize,
+    pub total_steps: usize,
+    /// Mean task loss of the steps since the last report.
+    pub loss: f64,
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainReport {
+    pub steps: usize,
+    pub points: usize,
+    pub model_seed: i64,
+    pub data_seed: i64,
+    pub lr: f64,
+    pub first_loss: f64,
+    pub last_loss: f64,
+    /// Classification tasks: accuracy on the evaluation set after training.
+    pub eval_accuracy: Option<f64>,
+    /// Mean wall time of a training step (forward, backward, update), excluding recording.
+    pub step_seconds: f64,
+    /// Wall time spent measuring and queueing observables.
+    pub record_seconds: f64,
+    pub total_seconds: f64,
+}
+
+/// Routes every observed layer's op through a learning rule; while training, also collects
+/// the rule's local losses.
+#[derive(Debug)]
+pub struct RuleRouter<'a> {
+    rule: &'a mut RuleInstance,
+    local_losses: Option<Vec<Tensor>>,
+}
+
+impl<'a> RuleRouter<'a> {
+    /// `collect_local_losses`: call the rule's `local_loss` for each layer (training steps).
+    pub fn new(rule: &'a mut RuleInstance, collect_local_losses: bool) -> Self {
+        Self {
+            rule,
+            local_losses: collect_local_losses.then(Vec::new),
+        }
+    }
+
+    /// The local losses collected so far.
+    pub fn take_local_losses(&mut self) -> Vec<Tensor> {
+        self.local_losses.take().unwrap_or_default()
+    }
+}
+
+impl Router for RuleRouter<'_> {
+    fn op(&mut self, layer: &ObservedLayer, x: &Tensor) -> Result<Tensor, String> {
+        let bias = layer.bias.as_ref();
+        let y = self
+            .rule
+            .forward(&layer.spec, x, &layer.weight, bias, &layer.extra)
+            .map_err(|e| e.to_string())?;
+        if let Some(losses) = &mut self.local_losses
+            && let Some(l) = self
+                .rule
+                .local_loss(&layer.spec, x, &layer.weight, bias, &layer.extra)
+                .map_err(|e| e.to_string())?
+        {
+            losses.push(l);
+        }
+        Ok(y)
+    }
+}
+
+/// A seed for an unseeded run.
+pub fn draw_seed() -> i64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    (h.finish() >> 1) as i64
+}
+
+/// One network being trained.
+struct Run {
+    net: Box<dyn Network>,
+    task: Box<dyn Dataset>,
+    objective: objective::Objective,
+    device: Device,
+    params: Vec<Tensor>,
+    /// Forward kernels and biases (the L2 term's tensors).
+    regularised: Vec<Tensor>,
+    eval: (Tensor, Tensor),
+}
+
+/// Builds the network, initialises the rule's per-layer tensors.
+fn prepare(
+    config: &TrainConfig,
+    rule: &mut RuleInstance,
+    device: Device,
+    model_seed: i64,
+) -> Result<Run> {
+    config.validate()?;
+    let task = config.task.open(config)?;
+    let [channels, resolution, _] = task.shape();
+    let objective = config.task.objective(config.temperature);
+    tch::manual_seed(model_seed);
+    let size = lrid_models::ModelSize {
+        resolution,
+        channels,
+        classes: task.classes(),
+        width: config.width,
+    };
+    let mut net = config.arch.build(size, objective.head(), device)?;
+    for layer in net.layers_mut() {
+        let extra = rule.init_layer(&layer.spec, &layer.weight)?;
+        layer.extra = extra
+            .into_iter()
+            .map(|t| t.to_device(device))
+            .collect::<Vec<_>>();
+    }
+    let mut params = Vec::new();
+    let mut regularised = Vec::new();
+    for layer in net.layers() {
+        params.extend(layer.parameters());
+        regularised.push(layer.weight.shallow_clone());
+        regularised.extend(layer.bias.iter().map(Tensor::shallow_clone));
+    }
+    params.extend(net.other_parameters());
+    let (x, y) = task.eval(config.eval_examples);
+    // SimCLR's observables too are measured on the plain evaluation images (spec §6.12).
+    let eval = (x.to_device(device), y.to_device(device));
+    Ok(Run {
+        net,
+        task,
+        objective,
+        device,
+        params,
+        regularised,
+        eval,
+    })
+}
+
+/// Trains one network with `rule`; with a recorder, records `config.points` trajectory points.
+/// `progress` is called after every step.
+pub fn train(
+    config: &TrainConfig,
+    rule: &mut RuleInstance,
+    device: Device,
+    recorder: Option<&Recorder>,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<TrainReport> {
+    let started = Instant::now();
+    let model_seed = config.model_seed.unwrap_or_else(draw_seed);
+    let data_seed = config.data_seed.unwrap_or_else(draw_seed);
+    let rule_name = rule.plugin().name.clone();
+    let lr = config
+        .lr
+        .unwrap_or_else(|| default_lr(&rule_name, config.batch_size));
+    let run = prepare(config, rule, device, model_seed)?;
+    let lambda = config.arch.l2(config.task);
+    let total = config.total_steps();
+    let point_steps = config.point_steps();
+    let mut infos: Option<Vec<LayerInfo>> = None;
+    let mut order: Vec<usize> = Vec::new();
+    let mut shuffle = ChaCha8Rng::seed_from_u64(data_seed as u64);
+    let examples = config.train_examples.min(run.task.len());
+    let mut next_point = 0;
+    let (mut first_loss, mut last_loss) = (f64::NAN, f64::NAN);
+    let mut train_time = Duration::ZERO;
+    let mut record_time = Duration::ZERO;
+    for step in 0..=total {
+        while next_point < point_steps.len() && point_steps[next_point] == step {
+            if let Some(rec) = recorder {
+                check_finite(&run, step)?;
+                let t = Instant::now();
+                record_point(&run, rule, rec, &mut infos, next_point as u32, step)?;
+                record_time += t.elapsed();
+            }
+            next_point += 1;
+        }
+        if step == total {
+            break;
+        }
+        let t = Instant::now();
+        let epoch_pos = (step % config.steps_per_epoch()) * config.batch_size;
+        if epoch_pos == 0 {
+            order = (0..examples).collect();
+            order.shuffle(&mut shuffle);
+        }
+        let indices = &order[epoch_pos..epoch_pos + config.batch_size];
+        let loss = train_step(&run, rule, indices, lambda, lr, data_seed, step)?;
+        train_time += t.elapsed();
+        if step == 0 {
+            first_loss = loss;
+        }
+        last_loss = loss;
+        progress(Progress {
+            step: step + 1,
+            total_steps: total,
+            loss,
+        });
+    }
+    let eval_accuracy = run.objective.accuracy(&*run.net, rule, &run.eval)?;
+    if let Some(rec) = recorder {
+        rec.flush()?;
+    }
+    Ok(TrainReport {
+        steps: total,
+        points: config.points,
+        model_seed,
+        data_seed,
+        lr,
+        first_loss,
+        last_loss,
+        eval_accuracy,
+        step_seconds: train_time.as_secs_f64() / total as f64,
+        record_seconds: record_time.as_secs_f64(),
+        total_seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// One step: forward in training mode, loss = task + L2 + Σ local, backward, the rule's update,
+/// gradients zeroed. Returns the task loss.
+fn train_step(
+    run: &Run,
+    rule: &mut RuleInstance,
+    indices: &[usize],
+    lambda: f64,
+    lr: f64,
+    data_seed: i64,
+    step: usize,
+) -> Result<f64> {
+    let (x, labels) = run.task.batch(indices);
+    let x = run
+        .objective
+        .train_input(&x, data_seed, step)
+        .to_device(run.device);
+    let labels = labels.to_device(run.device);
+    let mut router = RuleRouter::new(rule, true);
+    let out = run.net.forward(&x, &mut router, true, None)?;
+    let task_loss = run.objective.loss(&out, &labels);
+    let mut loss = task_loss.shallow_clone();
+    if lambda > 0.0 {
+        let l2 = Tensor::stack(
+            &run.regularised
+                .iter()
+                .map(|w| w.square().sum(Kind::Float))
+                .collect::<Vec<_>>(),
+            0,
+        )
+        .sum(Kind::Float);
+        loss = loss + l2 * (lambda / 2.0);
+    }
+    for local in router.take_local_losses() {
+        loss = loss + local;
+    }
+    let value = task_loss.double_value(&[]);
+    if !value.is_finite() {
+        return Err(Error::Diverged {
+            step,
+            what: format!("the loss is {value}"),
+        });
+    }
+    loss.f_backward()?;
+    rule.step(&run.params, lr)?;
+    for p in &run.params {
+        let mut g = p.grad();
+        if g.defined() {
+            let _ = g.f_zero_()?;
+        }
+    }
+    Ok(value)
+}
+
+/// Refuses to go on (or record) once an update made a parameter non-finite.
+fn check_finite(run: &Run, step: usize) -> Result<()> {
+    let finite = |t: &Tensor| t.isfinite().all().int64_value(&[]) == 1;
+    for layer in run.net.layers() {
+        if !layer.parameters().iter().all(finite) {
+            return Err(Error::Diverged {
+                step,
+                what: format!("layer {}'s parameters are no longer finite", layer.name),
+            });
+        }
+    }
+    if !run.net.other_parameters().iter().all(finite) {
+        return Err(Error::Diverged {
+            step,
+            what: "normalisation parameters are no longer finite".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Records every observed layer at one trajectory point, in inference mode on the evaluation
+/// set: the kernel, the outputs and the layer-wise activity change (through the rule's routing).
+fn record_point(
+    run: &Run,
+    rule: &mut RuleInstance,
+    rec: &Recorder,
+    infos: &mut Option<Vec<LayerInfo>>,
+    point: u32,
+    step: usize,
+) -> Result<()> {
+    let layers = run.net.layers();
+    // Several evaluation batches form one pass; memory stays bounded on large networks.
+    const EVAL_BATCH: i64 = 128;
+    let n = run.eval.0.size()[0];
+    for (batch, start) in (0..n).step_by(EVAL_BATCH as usize).enumerate() {
+        let x = run.eval.0.narrow(0, start, EVAL_BATCH.min(n - start));
+        let mut trace = Trace::new();
+        let mut router = RuleRouter::new(rule, false);
+        let _logits =
+            tch::no_grad(|| run.net.forward(&x, &mut router, false, Some(&mut trace)))?;
+        if infos.is_none() {
+            *infos = Some(
+                layers
+                    .iter()
+                    .zip(&trace)
+                    .map(|(l, (_, y))| {
+                        layer_info(l.spec.index, &l.name, l.position, &l.weight, y)
+                    })
+                    .collect::<Result<_, _>>()?,
+            );
+        }
+        let infos = infos.as_ref().expect("set above");
+        for ((layer, (input, output)), info) in layers.iter().zip(&trace).zip(infos) {
+            if batch == 0 {
+                rec.record_weights_tensor(point, info, &layer.weight)?;
+            }
+            rec.record_activations_tensor(point, info, batch as u32, output)?;
+            let mut failure = None;
+            let g = layer_activity_change(input, |x| match layer.forward(&mut router, x) {
+                Ok(y) => y,
+                Err(e) => {
+                    failure = Some(e);
+                    // Any output depending on x; the failure is reported below.
+                    x.sum(Kind::Float).unsqueeze(0)
+                }
+            });
+            if let Some(e) = failure {
+                return Err(e.into());
+            }
+            rec.record_activity_change_tensor(point, info, batch as u32, &g?)?;
+        }
+    }
+    rec.complete_point(point, Some(step as i64))?;
+    Ok(())
+}
