@@ -6,6 +6,7 @@
 mod config;
 mod npy;
 mod plugins_cmd;
+mod plugins_table;
 mod serve;
 mod sql;
 mod stats_cmd;

@@ -70,6 +70,13 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         let report = plugins.rescan()?;
         tracing::info!(loaded = ?report.loaded, refused = report.refused.len(), dir = %plugins.dir().display(), "plugins");
         let _watcher = plugins.watch()?;
+        store
+            .session()
+            .register_table(
+                "plugins",
+                std::sync::Arc::new(crate::plugins_table::PluginsTable(plugins.clone())),
+            )
+            .context("cannot register the plugins table")?;
         let server = Server::bind(config.server.clone(), store.clone()).await?;
         let addr = server.local_addr();
         // The first line on stdout: tests and scripts read the address from it.

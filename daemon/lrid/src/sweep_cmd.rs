@@ -17,7 +17,6 @@ use anyhow::{Context, Result, bail};
 use arrow::array::{Array, AsArray};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use lrid_plugins::PluginHost;
 use lrid_trainer::{Arch, TaskName};
 use serde::{Deserialize, Serialize};
 
@@ -369,37 +368,6 @@ fn run_sweep(args: &RunArgs) -> Result<()> {
     let logs = state.join("logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
 
-    // Every rule must load before anything starts.
-    let plugins_dir = config.plugins.dir_in(&config.store.data_dir);
-    if !plugins_dir.is_dir() {
-        bail!(
-            "the plugins folder {} does not exist (install the built-in rules with `make plugins`)",
-            plugins_dir.display()
-        );
-    }
-    lrid_torch::init();
-    let cache = std::env::temp_dir().join(format!("lrid-sweep-{}", std::process::id()));
-    let host = PluginHost::new(&plugins_dir, &cache)?;
-    let scanned = host.rescan();
-    let missing: Vec<String> = sweep
-        .grid
-        .rules
-        .iter()
-        .filter(|r| host.rule(r).is_err())
-        .cloned()
-        .collect();
-    std::fs::remove_dir_all(&cache).ok();
-    scanned?;
-    if !missing.is_empty() {
-        let loaded: Vec<String> = host.list().into_iter().map(|p| p.name).collect();
-        bail!(
-            "rule(s) {} are not in the plugins folder {} (loaded: {})",
-            missing.join(", "),
-            plugins_dir.display(),
-            loaded.join(", ")
-        );
-    }
-
     let server = args
         .server
         .clone()
@@ -414,6 +382,9 @@ fn run_sweep(args: &RunArgs) -> Result<()> {
         )?)
     };
     let server = embedded.as_ref().map_or(server, |d| d.url.clone());
+    // Every rule must be loaded by the daemon (its plugins folder is watched, so a library
+    // dropped there while it runs counts); workers load the same files.
+    let rule_dirs = daemon_rules(&server, args.token.as_deref(), &sweep.grid.rules)?;
     let existing = existing_runs(&server, args.token.as_deref(), &sweep.name)?;
 
     let cells = sweep.cells();
@@ -422,7 +393,9 @@ fn run_sweep(args: &RunArgs) -> Result<()> {
         let id = cell.id(&sweep.name);
         match existing.get(&id) {
             Some((true, _)) => {}
-            Some((false, attempts)) => pending.push((cell.clone(), format!("{id}:a{}", attempts + 1))),
+            Some((false, attempts)) => {
+                pending.push((cell.clone(), format!("{id}:a{}", attempts + 1)))
+            }
             None => pending.push((cell.clone(), id)),
         }
     }
@@ -456,7 +429,14 @@ fn run_sweep(args: &RunArgs) -> Result<()> {
                 break;
             };
             let log = logs.join(format!("{}.log", safe_name(&run_id)));
-            let child = spawn_worker(&sweep, &cell, &run_id, &server, args, &device, threads, &log)?;
+            let spawn = Spawn {
+                server: &server,
+                args,
+                device: &device,
+                threads,
+                plugins_dir: &rule_dirs[&cell.rule],
+            };
+            let child = spawn.worker(&sweep, &cell, &run_id, &log)?;
             running.push(Worker {
                 child,
                 run_id,
@@ -479,7 +459,11 @@ fn run_sweep(args: &RunArgs) -> Result<()> {
             let error = (!status.success()).then(|| last_error(&w.log, status));
             let entry = JournalEntry {
                 run_id: &w.run_id,
-                outcome: if error.is_none() { "completed" } else { "failed" },
+                outcome: if error.is_none() {
+                    "completed"
+                } else {
+                    "failed"
+                },
                 seconds,
                 error: error.clone(),
                 log: w.log.display().to_string(),
@@ -521,72 +505,119 @@ fn run_sweep(args: &RunArgs) -> Result<()> {
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn spawn_worker(
-    sweep: &SweepFile,
-    cell: &Cell,
-    run_id: &str,
+/// Which folder each rule's library is in, as the daemon has loaded it.
+fn daemon_rules(
     server: &str,
-    args: &RunArgs,
-    device: &str,
-    threads: i32,
-    log: &Path,
-) -> Result<Child> {
-    let t = &sweep.train;
-    let rule = sweep.rules.get(&cell.rule).cloned().unwrap_or_default();
-    let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.arg("train")
-        .args(["--arch", cell.arch.name()])
-        .args(["--task", cell.task.name()])
-        .args(["--rule", &cell.rule])
-        .args(["--batch-size", &cell.batch_size.to_string()])
-        .args(["--epochs", &t.epochs.to_string()])
-        .args(["--points", &t.points.to_string()])
-        .args(["--device", device])
-        .args(["--server", server])
-        .args(["--run-id", run_id])
-        .args(["--threads", &threads.to_string()])
-        .arg("--quiet");
-    if let Some(s) = cell.model_seed.value() {
-        cmd.args(["--model-seed", &s.to_string()]);
-    }
-    if let Some(s) = cell.data_seed.value() {
-        cmd.args(["--data-seed", &s.to_string()]);
-    }
-    if let Some(c) = &args.config {
-        cmd.arg("--config").arg(c);
-    }
-    let optional = [
-        ("--train-examples", t.train_examples.map(|v| v.to_string())),
-        ("--eval-examples", t.eval_examples.map(|v| v.to_string())),
-        ("--resolution", t.resolution.map(|v| v.to_string())),
-        ("--width", t.width.map(|v| v.to_string())),
-        ("--classes", t.classes.map(|v| v.to_string())),
-        ("--temperature", t.temperature.map(|v| v.to_string())),
-        (
-            "--lr",
-            rule.lr
-                .map(|base| (base * cell.batch_size as f64 / 128.0).to_string()),
-        ),
-        ("--rule-config", rule.config.map(|c| c.to_string())),
-    ];
-    for (flag, value) in optional {
-        if let Some(v) = value {
-            cmd.args([flag, &v]);
+    token: Option<&str>,
+    rules: &[String],
+) -> Result<HashMap<String, PathBuf>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let batches = runtime.block_on(crate::sql::query(
+        server,
+        token,
+        "SELECT name, file FROM plugins WHERE status = 'loaded' AND kind = 'learning-rule'",
+    ))?;
+    let mut loaded: HashMap<String, PathBuf> = HashMap::new();
+    for b in &batches {
+        let names = b.column(0).as_string::<i32>();
+        let files = b.column(1).as_string::<i32>();
+        for i in 0..b.num_rows() {
+            let dir = Path::new(files.value(i))
+                .parent()
+                .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+            loaded.insert(names.value(i).to_string(), dir);
         }
     }
-    if let Some(dir) = &t.cifar_dir {
-        cmd.arg("--cifar-dir").arg(dir);
+    let missing: Vec<&str> = rules
+        .iter()
+        .filter(|r| !loaded.contains_key(*r))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        let mut names: Vec<&str> = loaded.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        bail!(
+            "learning rule(s) {} are not loaded by the daemon at {server} (loaded: {}); put their .so into its plugins folder (`lrid sql \"SELECT * FROM plugins\"` shows it and refused files)",
+            missing.join(", "),
+            names.join(", ")
+        );
     }
-    if let Some(token) = &args.token {
-        cmd.env("LRID_TOKEN", token);
+    Ok(loaded)
+}
+
+/// How workers are started.
+struct Spawn<'a> {
+    server: &'a str,
+    args: &'a RunArgs,
+    device: &'a str,
+    threads: i32,
+    plugins_dir: &'a Path,
+}
+
+impl Spawn<'_> {
+    fn worker(&self, sweep: &SweepFile, cell: &Cell, run_id: &str, log: &Path) -> Result<Child> {
+        let (server, args, device, threads) = (self.server, self.args, self.device, self.threads);
+        let t = &sweep.train;
+        let rule = sweep.rules.get(&cell.rule).cloned().unwrap_or_default();
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.arg("train")
+            .args(["--arch", cell.arch.name()])
+            .args(["--task", cell.task.name()])
+            .args(["--rule", &cell.rule])
+            .args(["--batch-size", &cell.batch_size.to_string()])
+            .args(["--epochs", &t.epochs.to_string()])
+            .args(["--points", &t.points.to_string()])
+            .args(["--device", device])
+            .args(["--server", server])
+            .args(["--run-id", run_id])
+            .args(["--threads", &threads.to_string()])
+            .arg("--plugins-dir")
+            .arg(self.plugins_dir)
+            .arg("--quiet");
+        if let Some(s) = cell.model_seed.value() {
+            cmd.args(["--model-seed", &s.to_string()]);
+        }
+        if let Some(s) = cell.data_seed.value() {
+            cmd.args(["--data-seed", &s.to_string()]);
+        }
+        if let Some(c) = &args.config {
+            cmd.arg("--config").arg(c);
+        }
+        let optional = [
+            ("--train-examples", t.train_examples.map(|v| v.to_string())),
+            ("--eval-examples", t.eval_examples.map(|v| v.to_string())),
+            ("--resolution", t.resolution.map(|v| v.to_string())),
+            ("--width", t.width.map(|v| v.to_string())),
+            ("--classes", t.classes.map(|v| v.to_string())),
+            ("--temperature", t.temperature.map(|v| v.to_string())),
+            (
+                "--lr",
+                rule.lr
+                    .map(|base| (base * cell.batch_size as f64 / 128.0).to_string()),
+            ),
+            ("--rule-config", rule.config.map(|c| c.to_string())),
+        ];
+        for (flag, value) in optional {
+            if let Some(v) = value {
+                cmd.args([flag, &v]);
+            }
+        }
+        if let Some(dir) = &t.cifar_dir {
+            cmd.arg("--cifar-dir").arg(dir);
+        }
+        if let Some(token) = &args.token {
+            cmd.env("LRID_TOKEN", token);
+        }
+        let out = std::fs::File::create(log)
+            .with_context(|| format!("cannot create {}", log.display()))?;
+        cmd.stdout(out.try_clone()?)
+            .stderr(out)
+            .stdin(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start the worker of {run_id}"))
     }
-    let out = std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
-    cmd.stdout(out.try_clone()?)
-        .stderr(out)
-        .stdin(Stdio::null())
-        .spawn()
-        .with_context(|| format!("cannot start the worker of {run_id}"))
 }
 
 /// The worker's `error: …` line, else its exit status.

@@ -283,8 +283,10 @@ fn print_report(run_id: &str, r: &TrainReport) {
         r.points,
         r.first_loss,
         r.last_loss,
-        r.eval_accuracy
-            .map_or(String::new(), |a| format!(", eval accuracy {:.1}%", 100.0 * a)),
+        r.eval_accuracy.map_or(String::new(), |a| format!(
+            ", eval accuracy {:.1}%",
+            100.0 * a
+        )),
         1e3 * r.step_seconds,
         r.record_seconds,
         r.total_seconds

@@ -49,9 +49,7 @@ pub enum Error {
     Record(lrid_sdk::Error),
     #[error("libtorch: {0}")]
     Torch(tch::TchError),
-    #[error(
-        "training diverged at step {step}: {what} (lower the learning rate with --lr)"
-    )]
+    #[error("training diverged at step {step}: {what} (lower the learning rate with --lr)")]
     Diverged { step: usize, what: String },
 }
 
@@ -180,11 +178,22 @@ impl TrainConfig {
                 self.train_examples, self.batch_size
             ));
         }
+        let resolution = self.resolution.unwrap_or(32);
+        let min = self.arch.min_resolution();
+        if resolution < min {
+            return bad(format!(
+                "{} needs inputs of at least {min}×{min}; the resolution is {resolution}",
+                self.arch
+            ));
+        }
         if self.eval_examples == 0 {
             return bad("the evaluation set needs at least 1 example".into());
         }
         if !(self.width > 0.0 && self.width.is_finite()) {
-            return bad(format!("the width multiplier must be positive; got {}", self.width));
+            return bad(format!(
+                "the width multiplier must be positive; got {}",
+                self.width
+            ));
         }
         if let Some(lr) = self.lr
             && !(lr > 0.0 && lr.is_finite())
@@ -515,16 +524,13 @@ fn record_point(
         let x = run.eval.0.narrow(0, start, EVAL_BATCH.min(n - start));
         let mut trace = Trace::new();
         let mut router = RuleRouter::new(rule, false);
-        let _logits =
-            tch::no_grad(|| run.net.forward(&x, &mut router, false, Some(&mut trace)))?;
+        let _logits = tch::no_grad(|| run.net.forward(&x, &mut router, false, Some(&mut trace)))?;
         if infos.is_none() {
             *infos = Some(
                 layers
                     .iter()
                     .zip(&trace)
-                    .map(|(l, (_, y))| {
-                        layer_info(l.spec.index, &l.name, l.position, &l.weight, y)
-                    })
+                    .map(|(l, (_, y))| layer_info(l.spec.index, &l.name, l.position, &l.weight, y))
                     .collect::<Result<_, _>>()?,
             );
         }
