@@ -258,7 +258,7 @@ fn sweep_file(dir: &Path, name: &str, rules: &[&str], data_seeds: &str) -> std::
         format!(
             r#"name = "{name}"
 workers = 2
-[grid]
+[[grid]]
 architectures = ["knet4"]
 tasks = ["shapes"]
 rules = [{rules}]

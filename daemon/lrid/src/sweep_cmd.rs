@@ -87,6 +87,7 @@ impl Seed {
     }
 }
 
+/// One Cartesian grid; a sweep is the union of its `[[grid]]`s.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Grid {
@@ -96,6 +97,10 @@ struct Grid {
     batch_sizes: Vec<usize>,
     model_seeds: Vec<Seed>,
     data_seeds: Vec<Seed>,
+    /// Overrides `[train] resolution` for this grid.
+    resolution: Option<i64>,
+    /// Overrides `[train] epochs` for this grid.
+    epochs: Option<f64>,
 }
 
 /// Settings shared by every cell (the flags of `lrid train`).
@@ -144,7 +149,7 @@ struct SweepFile {
     workers: usize,
     /// libtorch threads per worker (default: the machine's cores / workers).
     threads_per_worker: Option<i32>,
-    grid: Grid,
+    grid: Vec<Grid>,
     train: TrainSettings,
     #[serde(default)]
     rules: BTreeMap<String, RuleSettings>,
@@ -162,49 +167,70 @@ impl SweepFile {
             .with_context(|| format!("{} is not a valid sweep file", path.display()))?;
         lrid_protocol::validate_run_id(&sweep.name)
             .map_err(|e| anyhow::anyhow!("{}: sweep name: {e}", path.display()))?;
-        let g = &sweep.grid;
-        for (what, empty) in [
-            ("architectures", g.architectures.is_empty()),
-            ("tasks", g.tasks.is_empty()),
-            ("rules", g.rules.is_empty()),
-            ("batch_sizes", g.batch_sizes.is_empty()),
-            ("model_seeds", g.model_seeds.is_empty()),
-            ("data_seeds", g.data_seeds.is_empty()),
-        ] {
-            if empty {
-                bail!("{}: grid.{what} is empty", path.display());
+        if sweep.grid.is_empty() {
+            bail!("{}: no [[grid]]", path.display());
+        }
+        for (i, g) in sweep.grid.iter().enumerate() {
+            for (what, empty) in [
+                ("architectures", g.architectures.is_empty()),
+                ("tasks", g.tasks.is_empty()),
+                ("rules", g.rules.is_empty()),
+                ("batch_sizes", g.batch_sizes.is_empty()),
+                ("model_seeds", g.model_seeds.is_empty()),
+                ("data_seeds", g.data_seeds.is_empty()),
+            ] {
+                if empty {
+                    bail!("{}: grid {} has an empty {what}", path.display(), i + 1);
+                }
             }
         }
         if sweep.workers == 0 {
             bail!("{}: workers must be at least 1", path.display());
         }
-        if let Some(unused) = sweep.rules.keys().find(|r| !g.rules.contains(r)) {
+        if let Some(unused) = sweep.rules.keys().find(|r| !sweep.rule_names().contains(r)) {
             bail!(
-                "{}: [rules.{unused}] configures a rule that is not in grid.rules",
+                "{}: [rules.{unused}] configures a rule that no grid uses",
                 path.display()
             );
         }
         Ok(sweep)
     }
 
-    /// Every cell, in grid order.
+    /// Every rule of every grid, once.
+    fn rule_names(&self) -> Vec<String> {
+        let mut rules: Vec<String> = Vec::new();
+        for r in self.grid.iter().flat_map(|g| &g.rules) {
+            if !rules.contains(r) {
+                rules.push(r.clone());
+            }
+        }
+        rules
+    }
+
+    /// Every cell, in grid order (a cell listed by two grids runs once).
     fn cells(&self) -> Vec<Cell> {
-        let g = &self.grid;
-        let mut cells = Vec::new();
-        for &arch in &g.architectures {
-            for &task in &g.tasks {
-                for rule in &g.rules {
-                    for &batch_size in &g.batch_sizes {
-                        for &model_seed in &g.model_seeds {
-                            for &data_seed in &g.data_seeds {
-                                cells.push(Cell {
-                                    arch,
-                                    task,
-                                    rule: rule.clone(),
-                                    batch_size,
-                                    model_seed,
-                                    data_seed,
-                                });
+        let mut cells: Vec<Cell> = Vec::new();
+        for g in &self.grid {
+            for &arch in &g.architectures {
+                for &task in &g.tasks {
+                    for rule in &g.rules {
+                        for &batch_size in &g.batch_sizes {
+                            for &model_seed in &g.model_seeds {
+                                for &data_seed in &g.data_seeds {
+                                    let cell = Cell {
+                                        arch,
+                                        task,
+                                        rule: rule.clone(),
+                                        batch_size,
+                                        model_seed,
+                                        data_seed,
+                                        resolution: g.resolution.or(self.train.resolution),
+                                        epochs: g.epochs.unwrap_or(self.train.epochs),
+                                    };
+                                    if !cells.iter().any(|c| c.id("") == cell.id("")) {
+                                        cells.push(cell);
+                                    }
+                                }
                             }
                         }
                     }
@@ -223,6 +249,8 @@ struct Cell {
     batch_size: usize,
     model_seed: Seed,
     data_seed: Seed,
+    resolution: Option<i64>,
+    epochs: f64,
 }
 
 impl Cell {
@@ -384,7 +412,7 @@ fn run_sweep(args: &RunArgs) -> Result<()> {
     let server = embedded.as_ref().map_or(server, |d| d.url.clone());
     // Every rule must be loaded by the daemon (its plugins folder is watched, so a library
     // dropped there while it runs counts); workers load the same files.
-    let rule_dirs = daemon_rules(&server, args.token.as_deref(), &sweep.grid.rules)?;
+    let rule_dirs = daemon_rules(&server, args.token.as_deref(), &sweep.rule_names())?;
     let existing = existing_runs(&server, args.token.as_deref(), &sweep.name)?;
 
     let cells = sweep.cells();
@@ -567,7 +595,7 @@ impl Spawn<'_> {
             .args(["--task", cell.task.name()])
             .args(["--rule", &cell.rule])
             .args(["--batch-size", &cell.batch_size.to_string()])
-            .args(["--epochs", &t.epochs.to_string()])
+            .args(["--epochs", &cell.epochs.to_string()])
             .args(["--points", &t.points.to_string()])
             .args(["--device", device])
             .args(["--server", server])
@@ -588,7 +616,7 @@ impl Spawn<'_> {
         let optional = [
             ("--train-examples", t.train_examples.map(|v| v.to_string())),
             ("--eval-examples", t.eval_examples.map(|v| v.to_string())),
-            ("--resolution", t.resolution.map(|v| v.to_string())),
+            ("--resolution", cell.resolution.map(|v| v.to_string())),
             ("--width", t.width.map(|v| v.to_string())),
             ("--classes", t.classes.map(|v| v.to_string())),
             ("--temperature", t.temperature.map(|v| v.to_string())),
@@ -630,4 +658,51 @@ fn last_error(log: &Path, status: std::process::ExitStatus) -> String {
                 .find_map(|l| l.strip_prefix("error: ").map(str::to_string))
         })
         .unwrap_or_else(|| format!("the worker exited with {status}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped(name: &str) -> SweepFile {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../config/sweeps/{name}.toml"));
+        SweepFile::load(&path).unwrap()
+    }
+
+    #[test]
+    fn the_demo_sweep_has_every_rule_on_two_networks() {
+        let demo = shipped("demo");
+        let cells = demo.cells();
+        assert_eq!(demo.rule_names(), ["sgdm", "adam", "feedback-alignment", "information-alignment"]);
+        assert_eq!(cells.len(), 2 * 4 * 2 * 2 * 2);
+        assert_eq!(cells[0].id("demo"), "demo/resnet18-v1/shapes/sgdm/b32/mu/du");
+    }
+
+    #[test]
+    fn the_paper_sweep_is_the_paper_s_1056_runs() {
+        let paper = shipped("paper");
+        let cells = paper.cells();
+        assert_eq!(cells.len(), 1056);
+        let knets = cells.iter().filter(|c| c.arch.name().starts_with("knet")).count();
+        assert_eq!(knets, 4 * 4 * 3 * 2 * 2);
+        assert!(cells.iter().all(|c| c.resolution == Some(if c.arch.name().starts_with("knet") { 32 } else { 64 })));
+    }
+
+    #[test]
+    fn bad_sweep_files_are_refused_naming_the_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |body: &str| {
+            let p = dir.path().join("s.toml");
+            std::fs::write(&p, body).unwrap();
+            SweepFile::load(&p).map(|_| ()).unwrap_err().to_string()
+                + &format!("{:#}", SweepFile::load(&p).map(|_| ()).unwrap_err())
+        };
+        let grid = "[[grid]]\narchitectures = [\"knet4\"]\ntasks = [\"shapes\"]\nrules = [\"sgdm\"]\nbatch_sizes = [8]\nmodel_seeds = [0]\ndata_seeds = [\"unseeded\"]\n[train]\nepochs = 1\n";
+        assert!(write(&format!("name = \"a b\"\n{grid}")).contains("invalid run id"));
+        assert!(write(&format!("name = \"s\"\n{}", grid.replace("knet4", "vgg"))).contains("vgg"));
+        assert!(write(&format!("name = \"s\"\n{}", grid.replace("\"unseeded\"", "\"never\""))).contains("data_seeds"));
+        assert!(write(&format!("name = \"s\"\n{}", grid.replace("[8]", "[]"))).contains("empty batch_sizes"));
+        assert!(write(&format!("name = \"s\"\n{grid}[rules.adam]\nlr = 1\n")).contains("[rules.adam]"));
+        assert!(write(&format!("name = \"s\"\nworkers = 0\n{grid}")).contains("workers"));
+    }
 }

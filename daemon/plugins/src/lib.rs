@@ -389,8 +389,11 @@ impl PluginHost {
         let host = Arc::downgrade(self);
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                if event.is_err() {
-                    return;
+                // Reading a file to hash it is itself an access event: reacting to those
+                // would rescan forever.
+                match event {
+                    Ok(e) if !matches!(e.kind, notify::EventKind::Access(_)) => {}
+                    _ => return,
                 }
                 if let Some(host) = host.upgrade() {
                     // A file being written shows several events; scanning again is harmless.

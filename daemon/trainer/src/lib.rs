@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 pub use arch::Arch;
 use lrid_models::{Network, ObservedLayer, Router, Trace};
 use lrid_plugins::RuleInstance;
-use lrid_sdk::torch::{layer_activity_change, layer_info};
+use lrid_sdk::torch::{layer_info, layers_activity_change};
 use lrid_sdk::{LayerInfo, Recorder};
 use lrid_tasks::Dataset;
 pub use objective::{TaskName, nt_xent};
@@ -535,24 +535,30 @@ fn record_point(
             );
         }
         let infos = infos.as_ref().expect("set above");
-        for ((layer, (input, output)), info) in layers.iter().zip(&trace).zip(infos) {
+        for ((layer, (_, output)), info) in layers.iter().zip(&trace).zip(infos) {
             if batch == 0 {
                 rec.record_weights_tensor(point, info, &layer.weight)?;
             }
             rec.record_activations_tensor(point, info, batch as u32, output)?;
-            let mut failure = None;
-            let g = layer_activity_change(input, |x| match layer.forward(&mut router, x) {
+        }
+        // Every layer's activity change in one autograd call, through the rule's routing.
+        let inputs: Vec<Tensor> = trace.iter().map(|(x, _)| x.shallow_clone()).collect();
+        let mut failure = None;
+        let changes = layers_activity_change(&inputs, |i, x| {
+            match layers[i].forward(&mut router, x) {
                 Ok(y) => y,
                 Err(e) => {
-                    failure = Some(e);
-                    // Any output depending on x; the failure is reported below.
-                    x.sum(Kind::Float).unsqueeze(0)
+                    failure.get_or_insert(e);
+                    // Any output of the right shape depending on x; the failure is reported.
+                    x.flatten(1, -1).sum_dim_intlist(1, false, Kind::Float)
                 }
-            });
-            if let Some(e) = failure {
-                return Err(e.into());
             }
-            rec.record_activity_change_tensor(point, info, batch as u32, &g?)?;
+        });
+        if let Some(e) = failure {
+            return Err(e.into());
+        }
+        for (g, info) in changes?.iter().zip(infos) {
+            rec.record_activity_change_tensor(point, info, batch as u32, g)?;
         }
     }
     rec.complete_point(point, Some(step as i64))?;

@@ -95,42 +95,76 @@ pub fn layer_activity_change(
     x: &Tensor,
     forward: impl FnOnce(&Tensor) -> Tensor,
 ) -> Result<Tensor> {
-    if x.dim() < 2 {
-        return Err(Error::InvalidArgument(format!(
-            "the layer input has a batch axis and at least one more; got shape {:?}",
-            x.size()
-        )));
-    }
+    let mut forward = Some(forward);
+    let mut out = layers_activity_change(std::slice::from_ref(x), |_, x| {
+        (forward.take().expect("called once"))(x)
+    })?;
+    Ok(out.remove(0))
+}
+
+/// [`layer_activity_change`] of several layers at once, `forward(i, x)` being layer i's op:
+/// every layer's input becomes its own leaf, and one backward pass of Σ over layers of Σ y
+/// gives every layer's gradient (each output depends on its own leaf only), which saves an
+/// autograd call per layer.
+pub fn layers_activity_change(
+    inputs: &[Tensor],
+    mut forward: impl FnMut(usize, &Tensor) -> Tensor,
+) -> Result<Vec<Tensor>> {
     tch::with_grad(|| {
-        let x = x
-            .f_detach()
-            .map_err(|e| tch_error("detaching the layer input", e))?
-            .set_requires_grad(true);
-        let y = forward(&x);
-        let examples = x.size()[0];
-        if y.dim() < 1 || y.size()[0] != examples {
-            return Err(Error::InvalidArgument(format!(
-                "the layer output has the input's {examples} examples first; got shape {:?}",
-                y.size()
-            )));
+        let mut leaves = Vec::with_capacity(inputs.len());
+        let mut totals = Vec::with_capacity(inputs.len());
+        let mut outputs = Vec::with_capacity(inputs.len());
+        for (i, x) in inputs.iter().enumerate() {
+            if x.dim() < 2 {
+                return Err(Error::InvalidArgument(format!(
+                    "the layer input has a batch axis and at least one more; got shape {:?}",
+                    x.size()
+                )));
+            }
+            let x = x
+                .f_detach()
+                .map_err(|e| tch_error("detaching the layer input", e))?
+                .set_requires_grad(true);
+            let y = forward(i, &x);
+            let examples = x.size()[0];
+            if y.dim() < 1 || y.size()[0] != examples {
+                return Err(Error::InvalidArgument(format!(
+                    "the layer output has the input's {examples} examples first; got shape {:?}",
+                    y.size()
+                )));
+            }
+            outputs.push(y.numel() as i64 / examples.max(1));
+            let total = y
+                .f_sum(Kind::Float)
+                .map_err(|e| tch_error("summing the layer output", e))?;
+            // libtorch crashes (not throws) on a backward call through a graph-less output.
+            if !total.requires_grad() {
+                return Err(Error::InvalidArgument(
+                    "the layer output does not depend on its input through autograd (computed under no_grad, detached, or not from the input)".into(),
+                ));
+            }
+            totals.push(total);
+            leaves.push(x);
         }
-        let outputs = y.numel() as i64 / examples.max(1);
-        let total = y
-            .f_sum(Kind::Float)
-            .map_err(|e| tch_error("summing the layer output", e))?;
-        // libtorch crashes (not throws) on a backward call through a graph-less output.
-        if !total.requires_grad() {
-            return Err(Error::InvalidArgument(
-                "the layer output does not depend on its input through autograd (computed under no_grad, detached, or not from the input)".into(),
-            ));
+        if leaves.is_empty() {
+            return Ok(Vec::new());
         }
-        let grads = Tensor::f_run_backward(&[total], &[&x], false, false)
-            .map_err(|e| tch_error("differentiating the layer output by its input", e))?;
-        let g = grads[0]
-            .f_reshape([examples, -1])
-            .and_then(|g| g.f_sum_dim_intlist(1, false, Kind::Double))
-            .map_err(|e| tch_error("summing the input gradient", e))?;
-        Ok((g / outputs as f64).to_kind(Kind::Float))
+        let total = Tensor::stack(&totals, 0).sum(Kind::Float);
+        let leaf_refs: Vec<&Tensor> = leaves.iter().collect();
+        let grads = Tensor::f_run_backward(&[total], &leaf_refs, false, false)
+            .map_err(|e| tch_error("differentiating the layer outputs by their inputs", e))?;
+        grads
+            .iter()
+            .zip(&leaves)
+            .zip(outputs)
+            .map(|((g, x), outputs)| {
+                let g = g
+                    .f_reshape([x.size()[0], -1])
+                    .and_then(|g| g.f_sum_dim_intlist(1, false, Kind::Double))
+                    .map_err(|e| tch_error("summing the input gradient", e))?;
+                Ok((g / outputs as f64).to_kind(Kind::Float))
+            })
+            .collect()
     })
 }
 
@@ -264,6 +298,25 @@ mod tests {
         let outputs = 3.0 * 3.0 * 3.0; // channels × 3 × 3 positions
         let want = w.sum(Kind::Float) * 9.0 / outputs;
         assert!(close(&g, &want.expand([2], false)), "{g} vs {want}");
+    }
+
+    #[test]
+    fn several_layers_at_once_equal_one_at_a_time() {
+        tch::manual_seed(5);
+        let w1 = Tensor::randn([4, 6], (Kind::Float, Device::Cpu));
+        let w2 = Tensor::randn([3, 2, 3, 3], (Kind::Float, Device::Cpu));
+        let x1 = Tensor::randn([5, 6], (Kind::Float, Device::Cpu));
+        let x2 = Tensor::randn([5, 2, 6, 6], (Kind::Float, Device::Cpu));
+        let op = |i: usize, x: &Tensor| match i {
+            0 => x.matmul(&w1.tr()).relu(),
+            _ => x.conv2d(&w2, None::<Tensor>, [2], [1], [1], 1),
+        };
+        let both = layers_activity_change(&[x1.shallow_clone(), x2.shallow_clone()], op).unwrap();
+        let one = layer_activity_change(&x1, |x| op(0, x)).unwrap();
+        let two = layer_activity_change(&x2, |x| op(1, x)).unwrap();
+        assert!(both[0].allclose(&one, 1e-6, 1e-6, false));
+        assert!(both[1].allclose(&two, 1e-6, 1e-6, false));
+        assert_eq!(both[1].size(), [5]);
     }
 
     #[test]
