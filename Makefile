@@ -41,16 +41,18 @@ plugins: build
 	@for r in $(BUILTIN_RULES); do cp target/release/liblrid_rule_$$r.so lrid-data/plugins/$$r.so; done
 	$(LRID) plugins --dir lrid-data/plugins
 
-# The main job. For now: every observable statistic of a generated weight kernel and of a
-# generated activation batch, and the learning-rule plugins that load.
+# The main job: the demo sweep (every built-in rule on two small networks, recorded into an
+# embedded daemon; resumable, so a second `make demo` only summarises), then what it stored.
 demo: plugins
-	@mkdir -p target/demo
-	$(PYTHON) -c "import numpy as np; r = np.random.default_rng(0); \
-	np.save('target/demo/conv_weights.npy', r.normal(0, 0.05, (64, 32, 3, 3)).astype(np.float32)); \
-	np.save('target/demo/activations.npy', np.maximum(r.normal(0, 1, (32, 64, 8, 8)), 0).astype(np.float32))"
 	$(LRID) --version
-	$(LRID) stats target/demo/conv_weights.npy --measure weight
-	$(LRID) stats target/demo/activations.npy --measure act --unit-fraction 0.1 --noise-std 0.05
+	$(LRID) sweep run config/sweeps/demo.toml
+	@mkdir -p target/demo
+	@$(LRID) serve --listen 127.0.0.1:0 > target/demo/serve.out 2> target/demo/serve.log & pid=$$!; \
+	for i in $$(seq 100); do grep -q listening target/demo/serve.out 2>/dev/null && break; sleep 0.1; done; \
+	url=http://$$(awk '{print $$5; exit}' target/demo/serve.out); \
+	$(LRID) sql "SELECT learning_rule, architecture, count(*) AS runs FROM runs WHERE starts_with(run_id, 'demo/') AND status = 'closed' GROUP BY learning_rule, architecture ORDER BY architecture, learning_rule" --server $$url; \
+	$(LRID) sql "SELECT r.learning_rule, o.point, round(avg(o.weightabs_mean), 5) AS mean_abs_weight, round(avg(o.actraw_mean), 4) AS mean_act FROM observables o JOIN runs r ON o.run_id = r.run_id WHERE r.architecture = 'resnet18-v1' AND o.layer_name = 'dense' AND o.point IN (0, 10, 20) GROUP BY r.learning_rule, o.point ORDER BY r.learning_rule, o.point" --server $$url; \
+	kill $$pid; wait $$pid
 
 lint: venv
 	$(CARGO) fmt --all -- --check
@@ -64,6 +66,7 @@ bench: build
 	$(VENV)/bin/pip install --quiet duckdb
 	$(CARGO) bench -p lrid-stats --bench statistics
 	$(CARGO) bench -p lrid-e2e --bench daemon
+	$(CARGO) bench -p lrid-e2e --bench experiments
 
 fmt:
 	$(CARGO) fmt --all

@@ -54,3 +54,35 @@ fn lrid_plugins_lists_what_loads_and_says_why_the_rest_does_not() {
             .contains("the plugins folder /nonexistent/plugins does not exist")
     );
 }
+
+/// User + system CPU seconds a process has used (Linux /proc).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+#[test]
+fn an_idle_daemon_watching_its_plugins_stays_idle() {
+    let tmp = tempfile::tempdir().unwrap();
+    let plugins = tmp.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::copy(plugin_lib("lrid_rule_sgdm"), plugins.join("sgdm.so")).unwrap();
+    let daemon = lrid_e2e::Daemon::start(
+        &tmp.path().join("data"),
+        &["--plugins-dir", plugins.to_str().unwrap()],
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let before = cpu_seconds(daemon.child.id());
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let used = cpu_seconds(daemon.child.id()) - before;
+    // Reading a plugin to hash it must not trigger another scan (it once looped on a core).
+    assert!(used < 0.3, "the idle daemon used {used:.2} s of CPU in 3 s");
+}

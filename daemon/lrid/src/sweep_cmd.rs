@@ -665,7 +665,8 @@ mod tests {
     use super::*;
 
     fn shipped(name: &str) -> SweepFile {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../config/sweeps/{name}.toml"));
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../config/sweeps/{name}.toml"));
         SweepFile::load(&path).unwrap()
     }
 
@@ -673,9 +674,20 @@ mod tests {
     fn the_demo_sweep_has_every_rule_on_two_networks() {
         let demo = shipped("demo");
         let cells = demo.cells();
-        assert_eq!(demo.rule_names(), ["sgdm", "adam", "feedback-alignment", "information-alignment"]);
+        assert_eq!(
+            demo.rule_names(),
+            [
+                "sgdm",
+                "adam",
+                "feedback-alignment",
+                "information-alignment"
+            ]
+        );
         assert_eq!(cells.len(), 2 * 4 * 2 * 2 * 2);
-        assert_eq!(cells[0].id("demo"), "demo/resnet18-v1/shapes/sgdm/b32/mu/du");
+        assert_eq!(
+            cells[0].id("demo"),
+            "demo/resnet18-v1/shapes/sgdm/b32/mu/du"
+        );
     }
 
     #[test]
@@ -683,9 +695,17 @@ mod tests {
         let paper = shipped("paper");
         let cells = paper.cells();
         assert_eq!(cells.len(), 1056);
-        let knets = cells.iter().filter(|c| c.arch.name().starts_with("knet")).count();
+        let knets = cells
+            .iter()
+            .filter(|c| c.arch.name().starts_with("knet"))
+            .count();
         assert_eq!(knets, 4 * 4 * 3 * 2 * 2);
-        assert!(cells.iter().all(|c| c.resolution == Some(if c.arch.name().starts_with("knet") { 32 } else { 64 })));
+        assert!(cells.iter().all(|c| c.resolution
+            == Some(if c.arch.name().starts_with("knet") {
+                32
+            } else {
+                64
+            })));
     }
 
     #[test]
@@ -700,9 +720,20 @@ mod tests {
         let grid = "[[grid]]\narchitectures = [\"knet4\"]\ntasks = [\"shapes\"]\nrules = [\"sgdm\"]\nbatch_sizes = [8]\nmodel_seeds = [0]\ndata_seeds = [\"unseeded\"]\n[train]\nepochs = 1\n";
         assert!(write(&format!("name = \"a b\"\n{grid}")).contains("invalid run id"));
         assert!(write(&format!("name = \"s\"\n{}", grid.replace("knet4", "vgg"))).contains("vgg"));
-        assert!(write(&format!("name = \"s\"\n{}", grid.replace("\"unseeded\"", "\"never\""))).contains("data_seeds"));
-        assert!(write(&format!("name = \"s\"\n{}", grid.replace("[8]", "[]"))).contains("empty batch_sizes"));
-        assert!(write(&format!("name = \"s\"\n{grid}[rules.adam]\nlr = 1\n")).contains("[rules.adam]"));
+        assert!(
+            write(&format!(
+                "name = \"s\"\n{}",
+                grid.replace("\"unseeded\"", "\"never\"")
+            ))
+            .contains("data_seeds")
+        );
+        assert!(
+            write(&format!("name = \"s\"\n{}", grid.replace("[8]", "[]")))
+                .contains("empty batch_sizes")
+        );
+        assert!(
+            write(&format!("name = \"s\"\n{grid}[rules.adam]\nlr = 1\n")).contains("[rules.adam]")
+        );
         assert!(write(&format!("name = \"s\"\nworkers = 0\n{grid}")).contains("workers"));
     }
 }

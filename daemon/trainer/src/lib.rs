@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 pub use arch::Arch;
 use lrid_models::{Network, ObservedLayer, Router, Trace};
 use lrid_plugins::RuleInstance;
-use lrid_sdk::torch::{layer_info, layers_activity_change};
+use lrid_sdk::torch::layer_info;
 use lrid_sdk::{LayerInfo, Recorder};
 use lrid_tasks::Dataset;
 pub use objective::{TaskName, nt_xent};
@@ -506,6 +506,63 @@ fn check_finite(run: &Run, step: usize) -> Result<()> {
     Ok(())
 }
 
+/// Makes each observed layer's input a leaf of its own before the rule's op: one backward pass
+/// of the sum of every layer's output then gives every layer's activity change (spec §1.4), as
+/// the rule routes it, from the same forward pass that gives the activations.
+struct LeafRouter<'a> {
+    inner: &'a mut dyn Router,
+    leaves: Vec<Tensor>,
+}
+
+impl Router for LeafRouter<'_> {
+    fn op(&mut self, layer: &ObservedLayer, x: &Tensor) -> Result<Tensor, String> {
+        let leaf = x.detach().set_requires_grad(true);
+        let y = self.inner.op(layer, &leaf)?;
+        self.leaves.push(leaf);
+        Ok(y)
+    }
+}
+
+/// Every observed layer's (output, per-example activity change) on `x`, in inference mode, with
+/// each layer's op computed by `router`.
+pub fn observe_layers(
+    net: &dyn Network,
+    router: &mut dyn Router,
+    x: &Tensor,
+) -> Result<Vec<(Tensor, Tensor)>> {
+    let mut router = LeafRouter {
+        inner: router,
+        leaves: Vec::new(),
+    };
+    let mut trace = Trace::new();
+    tch::with_grad(|| {
+        let _logits = net.forward(x, &mut router, false, Some(&mut trace))?;
+        let sums: Vec<Tensor> = trace.iter().map(|(_, y)| y.sum(Kind::Float)).collect();
+        let total = Tensor::stack(&sums, 0).sum(Kind::Float);
+        // libtorch crashes (not throws) on a backward call through a graph-less output.
+        if !total.requires_grad() {
+            return Err(Error::InvalidArgument(
+                "the rule's layer outputs do not depend on their inputs through autograd".into(),
+            ));
+        }
+        let leaves: Vec<&Tensor> = router.leaves.iter().collect();
+        let grads = Tensor::f_run_backward(&[total], &leaves, false, false)?;
+        trace
+            .iter()
+            .zip(&grads)
+            .map(|((_, y), g)| {
+                let examples = y.size()[0];
+                let outputs = y.numel() as i64 / examples.max(1);
+                let per_example =
+                    g.f_reshape([examples, -1])?
+                        .f_sum_dim_intlist(1, false, Kind::Double)?
+                        / outputs as f64;
+                Ok((y.detach(), per_example.to_kind(Kind::Float)))
+            })
+            .collect()
+    })
+}
+
 /// Records every observed layer at one trajectory point, in inference mode on the evaluation
 /// set: the kernel, the outputs and the layer-wise activity change (through the rule's routing).
 fn record_point(
@@ -522,45 +579,99 @@ fn record_point(
     let n = run.eval.0.size()[0];
     for (batch, start) in (0..n).step_by(EVAL_BATCH as usize).enumerate() {
         let x = run.eval.0.narrow(0, start, EVAL_BATCH.min(n - start));
-        let mut trace = Trace::new();
-        let mut router = RuleRouter::new(rule, false);
-        let _logits = tch::no_grad(|| run.net.forward(&x, &mut router, false, Some(&mut trace)))?;
+        let observed = observe_layers(&*run.net, &mut RuleRouter::new(rule, false), &x)?;
         if infos.is_none() {
             *infos = Some(
                 layers
                     .iter()
-                    .zip(&trace)
-                    .map(|(l, (_, y))| layer_info(l.spec.index, &l.name, l.position, &l.weight, y))
+                    .zip(&observed)
+                    .map(|(l, (y, _))| layer_info(l.spec.index, &l.name, l.position, &l.weight, y))
                     .collect::<Result<_, _>>()?,
             );
         }
         let infos = infos.as_ref().expect("set above");
-        for ((layer, (_, output)), info) in layers.iter().zip(&trace).zip(infos) {
+        for ((layer, (output, change)), info) in layers.iter().zip(&observed).zip(infos) {
             if batch == 0 {
                 rec.record_weights_tensor(point, info, &layer.weight)?;
             }
             rec.record_activations_tensor(point, info, batch as u32, output)?;
-        }
-        // Every layer's activity change in one autograd call, through the rule's routing.
-        let inputs: Vec<Tensor> = trace.iter().map(|(x, _)| x.shallow_clone()).collect();
-        let mut failure = None;
-        let changes = layers_activity_change(&inputs, |i, x| {
-            match layers[i].forward(&mut router, x) {
-                Ok(y) => y,
-                Err(e) => {
-                    failure.get_or_insert(e);
-                    // Any output of the right shape depending on x; the failure is reported.
-                    x.flatten(1, -1).sum_dim_intlist(1, false, Kind::Float)
-                }
-            }
-        });
-        if let Some(e) = failure {
-            return Err(e.into());
-        }
-        for (g, info) in changes?.iter().zip(infos) {
-            rec.record_activity_change_tensor(point, info, batch as u32, g)?;
+            rec.record_activity_change_tensor(point, info, batch as u32, change)?;
         }
     }
     rec.complete_point(point, Some(step as i64))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use lrid_models::{Backprop, KNet, ModelSize, ResNet, ResNetVersion};
+    use lrid_sdk::torch::layer_activity_change;
+    use tch::Device;
+
+    use super::*;
+
+    #[test]
+    fn one_pass_observation_equals_one_layer_at_a_time() {
+        tch::manual_seed(0);
+        let size = ModelSize {
+            resolution: 32,
+            channels: 3,
+            classes: 5,
+            width: 0.125,
+        };
+        let nets: [Box<dyn Network>; 2] = [
+            Box::new(KNet::new(3, true, size, Device::Cpu).unwrap()),
+            Box::new(ResNet::new(18, ResNetVersion::V1, size, Device::Cpu).unwrap()),
+        ];
+        for net in nets {
+            let x = Tensor::rand([4, 3, 32, 32], (Kind::Float, Device::Cpu));
+            let observed = observe_layers(&*net, &mut Backprop, &x).unwrap();
+            let mut trace = Trace::new();
+            let _ =
+                tch::no_grad(|| net.forward(&x, &mut Backprop, false, Some(&mut trace))).unwrap();
+            assert_eq!(observed.len(), net.layers().len());
+            for (((y, g), (input, output)), layer) in observed.iter().zip(&trace).zip(net.layers())
+            {
+                assert!(y.allclose(output, 1e-5, 1e-6, false), "{}", layer.name);
+                let expected =
+                    layer_activity_change(input, |x| layer.forward(&mut Backprop, x).unwrap())
+                        .unwrap();
+                assert!(
+                    g.allclose(&expected, 1e-4, 1e-7, false),
+                    "{}: {g:?} vs {expected:?}",
+                    layer.name
+                );
+                // No parameter collects a gradient.
+                assert!(!layer.weight.grad().defined(), "{}", layer.name);
+            }
+        }
+    }
+
+    #[test]
+    fn steps_points_and_settings() {
+        let c = TrainConfig {
+            train_examples: 100,
+            batch_size: 32,
+            epochs: 2.0,
+            points: 5,
+            ..TrainConfig::test_config()
+        };
+        assert_eq!(c.steps_per_epoch(), 3);
+        assert_eq!(c.total_steps(), 6);
+        assert_eq!(c.point_steps(), [0, 2, 3, 5, 6]);
+        let bad = |f: fn(&mut TrainConfig), what: &str| {
+            let mut c = TrainConfig::test_config();
+            f(&mut c);
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(what), "{e}");
+        };
+        bad(|c| c.points = 1, "at least 2 points");
+        bad(|c| c.batch_size = 0, "batch size");
+        bad(|c| c.epochs = 0.0, "epochs");
+        bad(|c| c.lr = Some(-1.0), "learning rate");
+        bad(|c| c.train_examples = 4, "smaller than one batch");
+        bad(|c| c.arch = Arch::AlexNet, "at least 35×35");
+        assert_eq!(default_lr("adam", 256), 2e-3);
+        assert_eq!(default_lr("sgdm", 64), 0.005);
+    }
 }
