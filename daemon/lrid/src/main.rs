@@ -40,7 +40,7 @@ enum Command {
     /// List the plugins of the plugins folder (name, kind, version, file) and refused files.
     Plugins(plugins_cmd::PluginsArgs),
     /// Train one network with a learning-rule plugin, recording its observables into a daemon.
-    Train(train_cmd::TrainArgs),
+    Train(Box<train_cmd::TrainArgs>),
     /// Virtual experiments: run a sweep file's grid of training runs (resumable).
     Sweep(sweep_cmd::SweepArgs),
 }

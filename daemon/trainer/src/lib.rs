@@ -453,21 +453,24 @@ fn train_step(
     let mut router = RuleRouter::new(rule, true);
     let out = run.net.forward(&x, &mut router, true, None)?;
     let task_loss = run.objective.loss(&out, &labels);
-    let mut loss = task_loss.shallow_clone();
+    // Task loss + λ/2·Σw² + the rule's local losses (summed out of place: `+=` would be an
+    // in-place add into the task loss's storage).
+    let mut terms = vec![task_loss.shallow_clone()];
     if lambda > 0.0 {
-        let l2 = Tensor::stack(
-            &run.regularised
-                .iter()
-                .map(|w| w.square().sum(Kind::Float))
-                .collect::<Vec<_>>(),
-            0,
-        )
-        .sum(Kind::Float);
-        loss = loss + l2 * (lambda / 2.0);
+        let squares: Vec<Tensor> = run
+            .regularised
+            .iter()
+            .map(|w| w.square().sum(Kind::Float))
+            .collect();
+        terms.push(Tensor::stack(&squares, 0).sum(Kind::Float) * (lambda / 2.0));
     }
-    for local in router.take_local_losses() {
-        loss = loss + local;
-    }
+    terms.extend(
+        router
+            .take_local_losses()
+            .into_iter()
+            .map(|l| l.sum(Kind::Float)),
+    );
+    let loss = Tensor::stack(&terms, 0).sum(Kind::Float);
     let value = task_loss.double_value(&[]);
     if !value.is_finite() {
         return Err(Error::Diverged {
