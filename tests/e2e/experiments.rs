@@ -484,3 +484,78 @@ fn a_rule_dropped_into_a_running_daemon_is_used_by_a_sweep_without_a_restart() {
     );
     assert!(daemon.stop().success());
 }
+
+#[test]
+fn simclr_and_the_audio_task_train_and_record_their_own_layers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let plugins = plugins_dir(tmp.path(), &RULES);
+    let daemon = Daemon::start(&tmp.path().join("data"), &[]);
+    let url = daemon.url();
+    let run = |arch: &str, task: &str, rule: &str, resolution: &str, run_id: &str| {
+        let out = lrid(&[
+            "train",
+            "--arch",
+            arch,
+            "--task",
+            task,
+            "--rule",
+            rule,
+            "--batch-size",
+            "8",
+            "--model-seed",
+            "0",
+            "--data-seed",
+            "0",
+            "--epochs",
+            "1",
+            "--train-examples",
+            "16",
+            "--points",
+            "2",
+            "--eval-examples",
+            "8",
+            "--resolution",
+            resolution,
+            "--width",
+            "0.125",
+            "--device",
+            "cpu",
+            "--server",
+            &url,
+            "--run-id",
+            run_id,
+            "--quiet",
+            "--plugins-dir",
+            plugins.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{run_id}: {}", text(&out));
+    };
+    run(
+        "resnet18-v1",
+        "simclr",
+        "feedback-alignment",
+        "32",
+        "contrastive",
+    );
+    run("knet4", "audio", "information-alignment", "16", "words");
+    // SimCLR: the base network without its classifier, then the projection head (spec §5.6).
+    let layers = daemon.sql(
+        "SELECT layer_index, layer_name, position, weight_shape FROM layers WHERE run_id = 'contrastive' ORDER BY layer_index",
+    );
+    assert_eq!(layers.len(), 23);
+    assert_eq!(layers[21]["layer_name"], "head_contrastive/nl_0");
+    assert_eq!(layers[22]["layer_name"], "head_contrastive/nl_1");
+    assert_eq!(layers[22]["weight_shape"], "[64, 128]");
+    assert!(layers[21..].iter().all(|l| l["position"] == "deep"));
+    // The audio task: one-channel cochleagrams.
+    let layers =
+        daemon.sql("SELECT weight_shape FROM layers WHERE run_id = 'words' ORDER BY layer_index");
+    assert_eq!(layers.len(), 4);
+    assert_eq!(layers[0]["weight_shape"], "[5, 5, 1, 4]");
+    for (run_id, count) in [("contrastive", 2 * 23), ("words", 2 * 4)] {
+        let rows = daemon.sql(&format!(
+            "SELECT count(*) AS n FROM observables WHERE run_id = '{run_id}' AND gradavgraw_id IS NOT NULL"
+        ));
+        assert_eq!(int(&rows[0], "n") as usize, count, "{run_id}");
+    }
+}
