@@ -33,6 +33,11 @@ fn lrid(args: &[&str]) -> Output {
         .expect("run lrid")
 }
 
+/// `lrid` with the arguments of a command line (split on whitespace: no argument holds a space).
+fn lrid_line(line: &str) -> Output {
+    lrid(&line.split_whitespace().collect::<Vec<_>>())
+}
+
 fn text(out: &Output) -> String {
     format!(
         "{}{}",
@@ -61,42 +66,13 @@ fn every_rule_trains_a_small_knet_and_a_small_resnet_and_every_layer_and_point_i
     for (arch, resolution, width, layers) in nets {
         for (_, rule) in RULES {
             let run_id = format!("{arch}-{rule}");
-            let out = lrid(&[
-                "train",
-                "--arch",
-                arch,
-                "--task",
-                "shapes",
-                "--rule",
-                rule,
-                "--batch-size",
-                "8",
-                "--model-seed",
-                "1",
-                "--data-seed",
-                "2",
-                "--epochs",
-                "1",
-                "--train-examples",
-                "32",
-                "--points",
-                "3",
-                "--eval-examples",
-                "8",
-                "--resolution",
-                resolution,
-                "--width",
-                width,
-                "--device",
-                "cpu",
-                "--server",
-                &url,
-                "--run-id",
-                &run_id,
-                "--quiet",
-                "--plugins-dir",
-                plugins.to_str().unwrap(),
-            ]);
+            let out = lrid_line(&format!(
+                "train --arch {arch} --task shapes --rule {rule} --batch-size 8 --model-seed 1 \
+                 --data-seed 2 --epochs 1 --train-examples 32 --points 3 --eval-examples 8 \
+                 --resolution {resolution} --width {width} --device cpu --server {url} \
+                 --run-id {run_id} --quiet --plugins-dir {}",
+                plugins.display()
+            ));
             assert!(out.status.success(), "{run_id}: {}", text(&out));
             assert!(
                 text(&out).contains(&format!("run {run_id}: 4 steps, 3 points")),
@@ -176,36 +152,11 @@ fn train_refuses_what_it_cannot_do_with_a_message_naming_it() {
     let url = daemon.url();
     let plugins = plugins.to_str().unwrap().to_string();
     let base = |arch: &str, rule: &str, server: &str, device: &str| {
-        lrid(&[
-            "train",
-            "--arch",
-            arch,
-            "--task",
-            "shapes",
-            "--rule",
-            rule,
-            "--batch-size",
-            "4",
-            "--epochs",
-            "1",
-            "--train-examples",
-            "8",
-            "--points",
-            "2",
-            "--eval-examples",
-            "4",
-            "--resolution",
-            "16",
-            "--width",
-            "0.25",
-            "--server",
-            server,
-            "--device",
-            device,
-            "--plugins-dir",
-            &plugins,
-            "--quiet",
-        ])
+        lrid_line(&format!(
+            "train --arch {arch} --task shapes --rule {rule} --batch-size 4 --epochs 1 \
+             --train-examples 8 --points 2 --eval-examples 4 --resolution 16 --width 0.25 \
+             --server {server} --device {device} --plugins-dir {plugins} --quiet"
+        ))
     };
     let cases = [
         (
@@ -492,42 +443,13 @@ fn simclr_and_the_audio_task_train_and_record_their_own_layers() {
     let daemon = Daemon::start(&tmp.path().join("data"), &[]);
     let url = daemon.url();
     let run = |arch: &str, task: &str, rule: &str, resolution: &str, run_id: &str| {
-        let out = lrid(&[
-            "train",
-            "--arch",
-            arch,
-            "--task",
-            task,
-            "--rule",
-            rule,
-            "--batch-size",
-            "8",
-            "--model-seed",
-            "0",
-            "--data-seed",
-            "0",
-            "--epochs",
-            "1",
-            "--train-examples",
-            "16",
-            "--points",
-            "2",
-            "--eval-examples",
-            "8",
-            "--resolution",
-            resolution,
-            "--width",
-            "0.125",
-            "--device",
-            "cpu",
-            "--server",
-            &url,
-            "--run-id",
-            run_id,
-            "--quiet",
-            "--plugins-dir",
-            plugins.to_str().unwrap(),
-        ]);
+        let out = lrid_line(&format!(
+            "train --arch {arch} --task {task} --rule {rule} --batch-size 8 --model-seed 0 \
+             --data-seed 0 --epochs 1 --train-examples 16 --points 2 --eval-examples 8 \
+             --resolution {resolution} --width 0.125 --device cpu --server {url} \
+             --run-id {run_id} --quiet --plugins-dir {}",
+            plugins.display()
+        ));
         assert!(out.status.success(), "{run_id}: {}", text(&out));
     };
     run(

@@ -12,9 +12,8 @@
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tch::Tensor;
 
-use crate::{Dataset, Error, Result};
+use crate::{Error, Generated, Result};
 
 /// Speakers every word is drawn with.
 pub const SPEAKERS: u64 = 24;
@@ -37,7 +36,6 @@ struct Segment {
     share: f32,
 }
 
-const EVAL_STREAM: u64 = 1;
 /// Streams of word and speaker definitions (independent of the examples').
 const WORD_STREAM: u64 = 2;
 const SPEAKER_STREAM: u64 = 3;
@@ -100,10 +98,20 @@ impl Audio {
             words,
         })
     }
+}
+
+impl Generated for Audio {
+    fn example_shape(&self) -> [i64; 3] {
+        [1, self.resolution, self.resolution]
+    }
+
+    fn class_count(&self) -> i64 {
+        self.classes
+    }
 
     /// One example: `[1, R, R]` (channel-major: row = frequency channel, low first; column =
     /// frame) and its word, a pure function of (seed, stream, index).
-    pub fn render(&self, stream: u64, index: usize) -> (Vec<f32>, i64) {
+    fn render(&self, stream: u64, index: usize) -> (Vec<f32>, i64) {
         let mut r = rng(self.seed, stream, index as u64);
         let word = r.random_range(0..self.classes);
         let speaker = r.random_range(0..SPEAKERS);
@@ -185,49 +193,13 @@ impl Audio {
         }
         (out, word)
     }
-
-    fn stack(&self, stream: u64, indices: impl Iterator<Item = usize>) -> (Tensor, Tensor) {
-        let r = self.resolution;
-        let mut values = Vec::new();
-        let mut labels = Vec::new();
-        for i in indices {
-            let (v, l) = self.render(stream, i);
-            values.extend_from_slice(&v);
-            labels.push(l);
-        }
-        let n = labels.len() as i64;
-        (
-            Tensor::from_slice(&values).reshape([n, 1, r, r]),
-            Tensor::from_slice(&labels),
-        )
-    }
-}
-
-impl Dataset for Audio {
-    fn len(&self) -> usize {
-        usize::MAX
-    }
-
-    fn classes(&self) -> i64 {
-        self.classes
-    }
-
-    fn shape(&self) -> [i64; 3] {
-        [1, self.resolution, self.resolution]
-    }
-
-    fn batch(&self, indices: &[usize]) -> (Tensor, Tensor) {
-        self.stack(0, indices.iter().copied())
-    }
-
-    fn eval(&self, n: usize) -> (Tensor, Tensor) {
-        self.stack(EVAL_STREAM, 0..n)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Dataset;
+    use tch::Tensor;
 
     #[test]
     fn deterministic_one_channel_and_labelled_by_word() {

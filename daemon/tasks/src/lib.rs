@@ -54,3 +54,57 @@ pub trait Dataset: Send + Sync {
     /// The fixed evaluation set's first `n` examples.
     fn eval(&self, n: usize) -> (Tensor, Tensor);
 }
+
+/// The evaluation examples' stream of a generated task (training uses stream 0).
+const EVAL_STREAM: u64 = 1;
+
+/// A generated task: every example is a pure function of (stream, index).
+pub trait Generated: Send + Sync {
+    /// One example's values (`[C, H, W]`, C order) and its label.
+    fn render(&self, stream: u64, index: usize) -> (Vec<f32>, i64);
+    /// `[C, H, W]` of one example.
+    fn example_shape(&self) -> [i64; 3];
+    fn class_count(&self) -> i64;
+}
+
+fn stack<G: Generated + ?Sized>(
+    task: &G,
+    stream: u64,
+    indices: impl Iterator<Item = usize>,
+) -> (Tensor, Tensor) {
+    let [c, h, w] = task.example_shape();
+    let mut values = Vec::new();
+    let mut labels = Vec::new();
+    for i in indices {
+        let (v, l) = task.render(stream, i);
+        values.extend_from_slice(&v);
+        labels.push(l);
+    }
+    let n = labels.len() as i64;
+    (
+        Tensor::from_slice(&values).reshape([n, c, h, w]),
+        Tensor::from_slice(&labels),
+    )
+}
+
+impl<G: Generated> Dataset for G {
+    fn len(&self) -> usize {
+        usize::MAX
+    }
+
+    fn classes(&self) -> i64 {
+        self.class_count()
+    }
+
+    fn shape(&self) -> [i64; 3] {
+        self.example_shape()
+    }
+
+    fn batch(&self, indices: &[usize]) -> (Tensor, Tensor) {
+        stack(self, 0, indices.iter().copied())
+    }
+
+    fn eval(&self, n: usize) -> (Tensor, Tensor) {
+        stack(self, EVAL_STREAM, 0..n)
+    }
+}

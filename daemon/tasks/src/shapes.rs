@@ -3,9 +3,8 @@
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tch::Tensor;
 
-use crate::{Dataset, Error, Result};
+use crate::{Error, Generated, Result};
 
 /// The classes, in label order.
 pub const CLASSES: [&str; 8] = [
@@ -19,9 +18,6 @@ pub struct Shapes {
     resolution: i64,
     classes: i64,
 }
-
-/// Stream of the evaluation examples (training uses stream 0).
-const EVAL_STREAM: u64 = 1;
 
 impl Shapes {
     pub fn new(seed: u64, resolution: i64, classes: i64) -> Result<Self> {
@@ -42,9 +38,19 @@ impl Shapes {
             classes,
         })
     }
+}
+
+impl Generated for Shapes {
+    fn example_shape(&self) -> [i64; 3] {
+        [3, self.resolution, self.resolution]
+    }
+
+    fn class_count(&self) -> i64 {
+        self.classes
+    }
 
     /// One example: `[3, R, R]` values and its label, a pure function of (seed, stream, index).
-    pub fn render(&self, stream: u64, index: usize) -> (Vec<f32>, i64) {
+    fn render(&self, stream: u64, index: usize) -> (Vec<f32>, i64) {
         // One independent ChaCha stream per (stream, example): any example can be drawn alone.
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
         rng.set_stream(stream << 48 | index as u64);
@@ -103,43 +109,5 @@ impl Shapes {
             }
         }
         (out, label)
-    }
-
-    fn stack(&self, stream: u64, indices: impl Iterator<Item = usize>) -> (Tensor, Tensor) {
-        let r = self.resolution;
-        let mut values = Vec::new();
-        let mut labels = Vec::new();
-        for i in indices {
-            let (v, l) = self.render(stream, i);
-            values.extend_from_slice(&v);
-            labels.push(l);
-        }
-        let n = labels.len() as i64;
-        (
-            Tensor::from_slice(&values).reshape([n, 3, r, r]),
-            Tensor::from_slice(&labels),
-        )
-    }
-}
-
-impl Dataset for Shapes {
-    fn len(&self) -> usize {
-        usize::MAX
-    }
-
-    fn classes(&self) -> i64 {
-        self.classes
-    }
-
-    fn shape(&self) -> [i64; 3] {
-        [3, self.resolution, self.resolution]
-    }
-
-    fn batch(&self, indices: &[usize]) -> (Tensor, Tensor) {
-        self.stack(0, indices.iter().copied())
-    }
-
-    fn eval(&self, n: usize) -> (Tensor, Tensor) {
-        self.stack(EVAL_STREAM, 0..n)
     }
 }

@@ -119,14 +119,6 @@ impl std::str::FromStr for Arch {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self> {
-        Arch::ALL
-            .into_iter()
-            .find(|a| a.name() == s)
-            .ok_or_else(|| {
-                Error::InvalidArgument(format!(
-                    "unknown architecture '{s}' (known: {})",
-                    Arch::ALL.map(Arch::name).join(", ")
-                ))
-            })
+        crate::parse_named(s, &Arch::ALL, Arch::name, "architecture")
     }
 }

@@ -204,6 +204,17 @@ impl TrainConfig {
     }
 }
 
+/// The item of `all` whose name is `s`, or an error listing the known names.
+fn parse_named<T: Copy>(s: &str, all: &[T], name: fn(T) -> &'static str, what: &str) -> Result<T> {
+    all.iter().copied().find(|&t| name(t) == s).ok_or_else(|| {
+        let known: Vec<&str> = all.iter().map(|&t| name(t)).collect();
+        Error::InvalidArgument(format!(
+            "unknown {what} '{s}' (known: {})",
+            known.join(", ")
+        ))
+    })
+}
+
 /// The default learning rate of a rule at a batch size: a base rate at batch 128, scaled
 /// linearly with the batch size (spec §4: "rescaled for each batch size"). Adam 1e-3; SGD-like
 /// rules (sgdm, feedback and information alignment, plugins) 0.01.

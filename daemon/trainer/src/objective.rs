@@ -96,15 +96,7 @@ impl std::str::FromStr for TaskName {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self> {
-        TaskName::ALL
-            .into_iter()
-            .find(|t| t.name() == s)
-            .ok_or_else(|| {
-                Error::InvalidArgument(format!(
-                    "unknown task '{s}' (known: {})",
-                    TaskName::ALL.map(TaskName::name).join(", ")
-                ))
-            })
+        crate::parse_named(s, &TaskName::ALL, TaskName::name, "task")
     }
 }
 
