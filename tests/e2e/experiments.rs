@@ -192,6 +192,20 @@ fn train_refuses_what_it_cannot_do_with_a_message_naming_it() {
         assert!(!out.status.success());
         assert!(text(&out).contains("not usable"), "{}", text(&out));
     }
+    // Without recording no daemon is needed.
+    let out = base("knet4", "sgdm", "http://127.0.0.1:1", "cpu");
+    assert!(!out.status.success());
+    let out = lrid_line(&format!(
+        "train --arch knet4 --task shapes --rule sgdm --batch-size 4 --epochs 1 \
+         --train-examples 8 --points 2 --eval-examples 4 --resolution 16 --width 0.25 \
+         --server http://127.0.0.1:1 --device cpu --plugins-dir {plugins} --quiet --no-record"
+    ));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("run (not recorded): 2 steps, 2 points"),
+        "{}",
+        text(&out)
+    );
     // Nothing was stored by the refused runs.
     assert!(daemon.sql("SELECT run_id FROM runs").is_empty());
 }

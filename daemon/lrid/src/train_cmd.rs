@@ -90,6 +90,9 @@ pub struct TrainArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Train without recording (no daemon needed): to check settings or time training alone.
+    #[arg(long)]
+    pub no_record: bool,
     /// Also write the final report as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
@@ -191,6 +194,76 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     };
     train.validate()?;
 
+    let rec = if args.no_record {
+        None
+    } else {
+        Some(open_recorder(
+            args,
+            &config,
+            &train,
+            &plugin.version,
+            &rule_config,
+            device,
+        )?)
+    };
+    let run_id = rec
+        .as_ref()
+        .map_or_else(|| "(not recorded)".to_string(), |r| r.run_id().to_string());
+    let total = train.total_steps();
+    let bar = if args.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(total as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {prefix} [{elapsed_precise}] {bar:30} {pos}/{len} steps ({eta}) {msg}",
+        )
+        .expect("template"),
+    );
+    bar.set_prefix(run_id.clone());
+    let report = lrid_trainer::train(&train, &mut rule, device, rec.as_ref(), &mut |p| {
+        bar.set_position(p.step as u64);
+        bar.set_message(format!("loss {:.4}", p.loss));
+    });
+    bar.finish_and_clear();
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            // Whatever was recorded stays; the run is left open (incomplete).
+            if let Some(rec) = &rec {
+                rec.flush().ok();
+            }
+            return Err(e).with_context(|| format!("run '{run_id}' failed"));
+        }
+    };
+    if let Some(rec) = &rec {
+        rec.close()?;
+    }
+    print_report(&run_id, &report);
+    if let Some(path) = &args.report {
+        let json = serde_json::json!({"run_id": run_id, "report": report});
+        std::fs::write(path, serde_json::to_vec_pretty(&json)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Opens the run in the daemon, with the labels and hyperparameters that reproduce it.
+fn open_recorder(
+    args: &TrainArgs,
+    config: &Config,
+    train: &TrainConfig,
+    rule_version: &str,
+    rule_config: &serde_json::Value,
+    device: tch::Device,
+) -> Result<Recorder> {
+    let (arch, task) = (train.arch, train.task);
+    let (lr, model_seed, data_seed) = (
+        train.lr.expect("resolved"),
+        train.model_seed.expect("resolved"),
+        train.data_seed.expect("resolved"),
+    );
     let server = args
         .server
         .clone()
@@ -228,7 +301,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             "device": format!("{device:?}"),
             "drawn_model_seed": model_seed,
             "drawn_data_seed": data_seed,
-            "rule_version": plugin.version,
+            "rule_version": rule_version,
             "rule_config": rule_config,
         })),
     };
@@ -239,41 +312,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     // The run is open (or refused: token, duplicate id) before any training.
     rec.flush()
         .with_context(|| format!("cannot open run '{run_id}' at {server}"))?;
-
-    let total = train.total_steps();
-    let bar = if args.quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(total as u64)
-    };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} {prefix} [{elapsed_precise}] {bar:30} {pos}/{len} steps ({eta}) {msg}",
-        )
-        .expect("template"),
-    );
-    bar.set_prefix(run_id.clone());
-    let report = lrid_trainer::train(&train, &mut rule, device, Some(&rec), &mut |p| {
-        bar.set_position(p.step as u64);
-        bar.set_message(format!("loss {:.4}", p.loss));
-    });
-    bar.finish_and_clear();
-    let report = match report {
-        Ok(r) => r,
-        Err(e) => {
-            // Whatever was recorded stays; the run is left open (incomplete).
-            rec.flush().ok();
-            return Err(e).with_context(|| format!("run '{run_id}' failed"));
-        }
-    };
-    rec.close()?;
-    print_report(&run_id, &report);
-    if let Some(path) = &args.report {
-        let json = serde_json::json!({"run_id": run_id, "report": report});
-        std::fs::write(path, serde_json::to_vec_pretty(&json)?)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    Ok(())
+    Ok(rec)
 }
 
 fn print_report(run_id: &str, r: &TrainReport) {
