@@ -29,10 +29,20 @@ pub trait Element: Copy + Send + Sync + 'static {
 
     /// The magnitude whose `abs_key` is `key`, widened to f64.
     fn from_abs_key(key: u64) -> f64;
+
+    /// The values as f32, when that is what they are (for the f32 kernels).
+    fn as_f32(data: &[Self]) -> Option<&[f32]> {
+        let _ = data;
+        None
+    }
 }
 
 impl Element for f32 {
     const DTYPE: &'static str = "f32";
+
+    fn as_f32(data: &[f32]) -> Option<&[f32]> {
+        Some(data)
+    }
 
     #[inline(always)]
     fn to_f64(self) -> f64 {

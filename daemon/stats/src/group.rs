@@ -94,20 +94,23 @@ fn histogram_bits(n: usize) -> u32 {
 }
 
 #[derive(Clone, Copy, Debug)]
-struct Sums {
-    n: usize,
-    sum: f64,
-    sum_abs: f64,
-    sum_sq: f64,
-    sum_4: f64,
-    min: f64,
-    max: f64,
-    min_abs: f64,
-    nonfinite: usize,
+pub(crate) struct Sums {
+    pub(crate) n: usize,
+    pub(crate) sum: f64,
+    pub(crate) sum_abs: f64,
+    pub(crate) sum_sq: f64,
+    pub(crate) sum_4: f64,
+    pub(crate) min: f64,
+    pub(crate) max: f64,
+    pub(crate) min_abs: f64,
+    pub(crate) nonfinite: usize,
+    /// Values equal to zero (either sign), and values below zero.
+    pub(crate) zeros: usize,
+    pub(crate) negatives: usize,
 }
 
 impl Sums {
-    fn merge(self, o: Sums) -> Sums {
+    pub(crate) fn merge(self, o: Sums) -> Sums {
         Sums {
             n: self.n + o.n,
             sum: self.sum + o.sum,
@@ -118,6 +121,8 @@ impl Sums {
             max: self.max.max(o.max),
             min_abs: self.min_abs.min(o.min_abs),
             nonfinite: self.nonfinite + o.nonfinite,
+            zeros: self.zeros + o.zeros,
+            negatives: self.negatives + o.negatives,
         }
     }
 }
@@ -147,6 +152,8 @@ fn pass1_body<T: Element>(data: &[T], bits: u32, hist: &mut [u32]) -> Sums {
     let mut max = [f64::NEG_INFINITY; LANES];
     let mut min_abs = [f64::INFINITY; LANES];
     let mut finite = [0u64; LANES];
+    let mut zeros = [0u64; LANES];
+    let mut negatives = [0u64; LANES];
     for block in data.chunks(BLOCK) {
         let lanes = block.chunks_exact(LANES);
         let tail = lanes.remainder();
@@ -163,6 +170,8 @@ fn pass1_body<T: Element>(data: &[T], bits: u32, hist: &mut [u32]) -> Sums {
                 max[l] = max[l].max(v);
                 min_abs[l] = min_abs[l].min(a);
                 finite[l] += u64::from(c[l].is_finite());
+                zeros[l] += u64::from(v == 0.0);
+                negatives[l] += u64::from(v < 0.0);
             }
         }
         for (l, &x) in tail.iter().enumerate() {
@@ -176,6 +185,8 @@ fn pass1_body<T: Element>(data: &[T], bits: u32, hist: &mut [u32]) -> Sums {
             max[l] = max[l].max(v);
             min_abs[l] = min_abs[l].min(a);
             finite[l] += u64::from(x.is_finite());
+            zeros[l] += u64::from(v == 0.0);
+            negatives[l] += u64::from(v < 0.0);
         }
         for &x in block {
             hist[x.raw_bucket(bits) as usize] += 1;
@@ -193,6 +204,8 @@ fn pass1_body<T: Element>(data: &[T], bits: u32, hist: &mut [u32]) -> Sums {
         max: fmax(max),
         min_abs: fmin(min_abs),
         nonfinite: data.len() - finite.iter().sum::<u64>() as usize,
+        zeros: zeros.iter().sum::<u64>() as usize,
+        negatives: negatives.iter().sum::<u64>() as usize,
     }
 }
 
@@ -228,7 +241,43 @@ macro_rules! dispatch {
     };
 }
 
-dispatch!(pass1 => pass1_body(data: &[T], bits: u32, hist: &mut [u32]) -> Sums);
+dispatch!(pass1_portable => pass1_body(data: &[T], bits: u32, hist: &mut [u32]) -> Sums);
+
+/// Copies of the histogram pass 1 may spread its counts over (the f32 kernel uses them to
+/// break runs of equal buckets, as the zeros of ReLU activations, which would otherwise
+/// serialise on one counter); `hist` holds `hist_copies(bits) << bits` counters. Large
+/// histograms keep one copy, so that they stay in the L2 cache.
+pub(crate) fn hist_copies(bits: u32) -> usize {
+    if bits <= HIST_COPIES_MAX_BITS { 4 } else { 1 }
+}
+
+const HIST_COPIES_MAX_BITS: u32 = 14;
+
+/// Pass 1 of the portable body, counting into the first copy of the histogram.
+pub(crate) fn pass1_tail<T: Element>(data: &[T], bits: u32, hist: &mut [u32]) -> Sums {
+    pass1_portable(data, bits, hist)
+}
+
+/// Pass 1 over a chunk: sums, extremes, non-finite count, and the key histogram added to
+/// `hist` (`hist_copies(bits) << bits` counters; the copies are summed by [`fold_copies`]).
+fn pass1<T: Element>(data: &[T], bits: u32, hist: &mut [u32]) -> Sums {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(f) = T::as_f32(data)
+        && crate::x86::available()
+    {
+        return crate::x86::pass1(f, bits, hist);
+    }
+    pass1_portable(data, bits, hist)
+}
+
+/// Sums the histogram copies into the first.
+fn fold_copies(hist: &mut [u32], bits: u32) {
+    let size = 1usize << bits;
+    let (first, rest) = hist.split_at_mut(size);
+    for copy in rest.chunks_exact(size) {
+        first.iter_mut().zip(copy).for_each(|(a, b)| *a += b);
+    }
+}
 
 /// Where an order statistic lies: in the buffer of target `target`, at `offset`.
 #[derive(Clone, Copy, Debug)]
@@ -237,17 +286,26 @@ struct Locator {
     offset: usize,
 }
 
+/// Where an order statistic comes from: a zero (the rank falls among the values equal to 0,
+/// counted in pass 1 — the zeros of ReLU activations would otherwise fill a target bucket),
+/// or a target buffer.
+#[derive(Clone, Copy, Debug)]
+enum Quantile {
+    Zero,
+    At(Locator),
+}
+
 /// What pass 2 needs: the means to centre on and the buckets to copy aside.
 #[derive(Clone, Debug)]
-struct Plan {
-    bits: u32,
-    means: [f64; 3],
+pub(crate) struct Plan {
+    pub(crate) bits: u32,
+    pub(crate) means: [f64; 3],
     /// (is_abs, bucket) for each target buffer; at most four.
     targets: Vec<(bool, u64)>,
-    raw_median: Locator,
-    raw_q3: Locator,
-    abs_median: Locator,
-    abs_q3: Locator,
+    raw_median: Quantile,
+    raw_q3: Quantile,
+    abs_median: Quantile,
+    abs_q3: Quantile,
 }
 
 /// Finds the bucket holding ascending index `idx` and the offset inside it.
@@ -261,6 +319,25 @@ fn locate(counts: impl Iterator<Item = u32>, idx: usize) -> (u64, usize) {
         seen += c;
     }
     unreachable!("rank {idx} beyond the histogram total {seen}")
+}
+
+impl Plan {
+    /// The target buckets of x and of |x|, two each at most; `u32::MAX` (never a bucket)
+    /// where there is none.
+    pub(crate) fn target_buckets(&self) -> ([u32; 2], [u32; 2]) {
+        let (mut raw, mut abs) = ([u32::MAX; 2], [u32::MAX; 2]);
+        let (mut nr, mut na) = (0, 0);
+        for &(is_abs, bucket) in &self.targets {
+            if is_abs {
+                abs[na] = bucket as u32;
+                na += 1;
+            } else {
+                raw[nr] = bucket as u32;
+                nr += 1;
+            }
+        }
+        (raw, abs)
+    }
 }
 
 fn plan(sums: &Sums, bits: u32, hist: &[u32]) -> Plan {
@@ -283,7 +360,22 @@ fn plan(sums: &Sums, bits: u32, hist: &[u32]) -> Plan {
     let abs_counts = || (0..half).map(|a| hist[half + a] + hist[half - 1 - a]);
     let (i50, i75) = (nearest_rank(n, 50), nearest_rank(n, 75));
     let mut targets: Vec<(bool, u64)> = Vec::with_capacity(4);
-    let mut target = |is_abs: bool, (bucket, offset): (u64, usize)| {
+    // Ascending, the zeros hold ranks [negatives, negatives + zeros) of x and [0, zeros) of |x|.
+    let zeros_raw = sums.negatives..sums.negatives + sums.zeros;
+    let mut target = |is_abs: bool, rank: usize| {
+        let zeros = if is_abs {
+            0..sums.zeros
+        } else {
+            zeros_raw.clone()
+        };
+        if zeros.contains(&rank) {
+            return Quantile::Zero;
+        }
+        let (bucket, offset) = if is_abs {
+            locate(abs_counts(), rank)
+        } else {
+            locate(hist.iter().copied(), rank)
+        };
         let t = match targets.iter().position(|&t| t == (is_abs, bucket)) {
             Some(t) => t,
             None => {
@@ -291,12 +383,12 @@ fn plan(sums: &Sums, bits: u32, hist: &[u32]) -> Plan {
                 targets.len() - 1
             }
         };
-        Locator { target: t, offset }
+        Quantile::At(Locator { target: t, offset })
     };
-    let raw_median = target(false, locate(hist.iter().copied(), i50));
-    let raw_q3 = target(false, locate(hist.iter().copied(), i75));
-    let abs_median = target(true, locate(abs_counts(), i50));
-    let abs_q3 = target(true, locate(abs_counts(), i75));
+    let raw_median = target(false, i50);
+    let raw_q3 = target(false, i75);
+    let abs_median = target(true, i50);
+    let abs_q3 = target(true, i75);
     Plan {
         bits,
         means: [mean_raw, mean_abs, mean_sq],
@@ -309,13 +401,13 @@ fn plan(sums: &Sums, bits: u32, hist: &[u32]) -> Plan {
 }
 
 #[derive(Clone, Copy, Debug, Default)]
-struct Moments {
-    m2: [f64; 3],
-    m4: [f64; 3],
+pub(crate) struct Moments {
+    pub(crate) m2: [f64; 3],
+    pub(crate) m4: [f64; 3],
 }
 
 impl Moments {
-    fn merge(mut self, o: Moments) -> Moments {
+    pub(crate) fn merge(mut self, o: Moments) -> Moments {
         for i in 0..3 {
             self.m2[i] += o.m2[i];
             self.m4[i] += o.m4[i];
@@ -328,22 +420,8 @@ impl Moments {
 #[inline(always)]
 fn pass2_body<T: Element>(data: &[T], plan: &Plan, bufs: &mut [Vec<u64>; 4]) -> Moments {
     let [mr, ma, ms] = plan.means;
-    // Up to two raw and two abs buckets; a bucket id never reached stands for "none".
-    const NONE: u32 = u32::MAX;
-    let mut raw = [(NONE, 0usize); 2];
-    let mut abs = [(NONE, 0usize); 2];
-    let (mut nr, mut na) = (0, 0);
-    for (t, &(is_abs, bucket)) in plan.targets.iter().enumerate() {
-        if is_abs {
-            abs[na] = (bucket as u32, t);
-            na += 1;
-        } else {
-            raw[nr] = (bucket as u32, t);
-            nr += 1;
-        }
-    }
+    let ([r0, r1], [a0, a1]) = plan.target_buckets();
     let bits = plan.bits;
-    let (r0, r1, a0, a1) = (raw[0].0, raw[1].0, abs[0].0, abs[1].0);
     let mut flags = [0u8; BLOCK];
     let mut m2r = [0.0f64; LANES];
     let mut m2a = [0.0f64; LANES];
@@ -392,19 +470,7 @@ fn pass2_body<T: Element>(data: &[T], plan: &Plan, bufs: &mut [Vec<u64>; 4]) -> 
             while word != 0 {
                 let byte = word.trailing_zeros() / 8;
                 word &= !(0xffu64 << (byte * 8));
-                let x = block[w * 8 + byte as usize];
-                let rb = x.raw_bucket(bits);
-                for &(b, t) in &raw[..nr] {
-                    if rb == b {
-                        bufs[t].push(x.sort_key());
-                    }
-                }
-                let ab = x.abs_bucket(bits);
-                for &(b, t) in &abs[..na] {
-                    if ab == b {
-                        bufs[t].push(x.abs_key());
-                    }
-                }
+                pass2_flagged(block[w * 8 + byte as usize], plan, bufs);
             }
         }
     }
@@ -414,10 +480,41 @@ fn pass2_body<T: Element>(data: &[T], plan: &Plan, bufs: &mut [Vec<u64>; 4]) -> 
     }
 }
 
-dispatch!(pass2 => pass2_body(data: &[T], plan: &Plan, bufs: &mut [Vec<u64>; 4]) -> Moments);
+dispatch!(pass2_portable => pass2_body(data: &[T], plan: &Plan, bufs: &mut [Vec<u64>; 4]) -> Moments);
 
-fn select(bufs: &mut [Vec<u64>; 4], at: Locator) -> u64 {
-    *bufs[at.target].select_nth_unstable(at.offset).1
+/// Pass 2 over a chunk: central moments, and the elements of the target buckets into `bufs`.
+fn pass2<T: Element>(data: &[T], plan: &Plan, bufs: &mut [Vec<u64>; 4]) -> Moments {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(f) = T::as_f32(data)
+        && crate::x86::available()
+    {
+        let whole = f.len() / 8 * 8;
+        let body = crate::x86::pass2(&f[..whole], plan, bufs);
+        return body.merge(pass2_portable(&f[whole..], plan, bufs));
+    }
+    pass2_portable(data, plan, bufs)
+}
+
+/// Copies `x` into the buffer of each target bucket it falls in.
+#[inline(always)]
+pub(crate) fn pass2_flagged<T: Element>(x: T, plan: &Plan, bufs: &mut [Vec<u64>; 4]) {
+    for (t, &(is_abs, bucket)) in plan.targets.iter().enumerate() {
+        if is_abs {
+            if u64::from(x.abs_bucket(plan.bits)) == bucket {
+                bufs[t].push(x.abs_key());
+            }
+        } else if u64::from(x.raw_bucket(plan.bits)) == bucket {
+            bufs[t].push(x.sort_key());
+        }
+    }
+}
+
+/// The order statistic `q` as a value, `key` turning a buffer's key back into one.
+fn select(bufs: &mut [Vec<u64>; 4], q: Quantile, key: fn(u64) -> f64) -> f64 {
+    match q {
+        Quantile::Zero => 0.0,
+        Quantile::At(at) => key(*bufs[at.target].select_nth_unstable(at.offset).1),
+    }
 }
 
 fn finish<T: Element>(
@@ -427,10 +524,10 @@ fn finish<T: Element>(
     bufs: &mut [Vec<u64>; 4],
 ) -> GroupStats {
     let nf = sums.n as f64;
-    let raw_median = T::from_sort_key(select(bufs, plan.raw_median));
-    let raw_q3 = T::from_sort_key(select(bufs, plan.raw_q3));
-    let abs_median = T::from_abs_key(select(bufs, plan.abs_median));
-    let abs_q3 = T::from_abs_key(select(bufs, plan.abs_q3));
+    let raw_median = select(bufs, plan.raw_median, T::from_sort_key);
+    let raw_q3 = select(bufs, plan.raw_q3, T::from_sort_key);
+    let abs_median = select(bufs, plan.abs_median, T::from_abs_key);
+    let abs_q3 = select(bufs, plan.abs_q3, T::from_abs_key);
     let function = |f: usize, median: f64, q3: f64, norm: f64| {
         let mean = plan.means[f];
         let var = moments.m2[f] / nf;
@@ -484,8 +581,11 @@ pub fn summarize<T: Element>(
         let (sums, hist) = data
             .par_chunks(chunk)
             .map(|c| {
-                let mut hist = vec![0u32; 1 << bits];
-                (pass1(c, bits, &mut hist), hist)
+                let mut hist = vec![0u32; hist_copies(bits) << bits];
+                let sums = pass1(c, bits, &mut hist);
+                fold_copies(&mut hist, bits);
+                hist.truncate(1 << bits);
+                (sums, hist)
             })
             .reduce_with(|(s1, mut h1), (s2, h2)| {
                 h1.iter_mut().zip(&h2).for_each(|(a, b)| *a += b);
@@ -513,8 +613,10 @@ pub fn summarize<T: Element>(
         Ok(finish::<T>(&sums, &plan, &moments, &mut scratch.bufs))
     } else {
         scratch.hist.clear();
-        scratch.hist.resize(1 << bits, 0);
+        scratch.hist.resize(hist_copies(bits) << bits, 0);
         let sums = pass1(data, bits, &mut scratch.hist);
+        fold_copies(&mut scratch.hist, bits);
+        scratch.hist.truncate(1 << bits);
         if sums.nonfinite > 0 {
             return Err(NonFiniteValues(sums.nonfinite));
         }
@@ -625,6 +727,88 @@ mod tests {
                     let got = summarize(&wide, &mut scratch, parallel).unwrap();
                     assert_close(&got, &expect, &format!("f64 n={n} kind={kind}"));
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn quantiles_among_zeros_of_either_sign() {
+        // Ranks of the median and third quartile falling before, among and after the zeros,
+        // with -0.0 and +0.0 mixed in, at sizes that use the vector body, its tail, or both.
+        let mut scratch = Scratch::default();
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        for n in [5usize, 8, 13, 64, 1001, 40_000] {
+            for (neg, zero) in [(0.0, 0.5), (0.0, 0.9), (0.3, 0.4), (0.6, 0.3), (0.1, 0.0)] {
+                let v: Vec<f32> = (0..n)
+                    .map(|_| {
+                        let u: f64 = rng.random();
+                        if u < neg {
+                            -rng.random::<f32>() - 0.1
+                        } else if u < neg + zero {
+                            if rng.random::<bool>() { 0.0 } else { -0.0 }
+                        } else {
+                            rng.random::<f32>() + 0.1
+                        }
+                    })
+                    .collect();
+                let wide: Vec<f64> = v.iter().map(|&x| x as f64).collect();
+                let expect = naive(&wide);
+                for parallel in [false, true] {
+                    let got = summarize(&v, &mut scratch, parallel).unwrap();
+                    assert_close(&got, &expect, &format!("f32 n={n} neg={neg} zero={zero}"));
+                    let got = summarize(&wide, &mut scratch, parallel).unwrap();
+                    assert_close(&got, &expect, &format!("f64 n={n} neg={neg} zero={zero}"));
+                }
+            }
+        }
+    }
+
+    /// The f32 vector kernels against the portable bodies on the same data: the same counts,
+    /// histogram, extremes and flagged elements; sums and moments to rounding.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn vector_kernels_equal_the_portable_bodies() {
+        if !crate::x86::available() {
+            return;
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        for n in [8usize, 16, 77, 4096, 100_003] {
+            let v: Vec<f32> = (0..n)
+                .map(|i| match i % 5 {
+                    0 => 0.0,
+                    1 => -0.0,
+                    _ => (rng.random::<f32>() - 0.3) * 10.0,
+                })
+                .collect();
+            let bits = histogram_bits(n);
+            let mut hv = vec![0u32; hist_copies(bits) << bits];
+            let sv = pass1(&v, bits, &mut hv);
+            fold_copies(&mut hv, bits);
+            hv.truncate(1 << bits);
+            let mut hp = vec![0u32; 1 << bits];
+            let sp = pass1_portable(&v, bits, &mut hp);
+            assert_eq!(hv, hp, "n={n}");
+            assert_eq!(
+                (sv.n, sv.nonfinite, sv.zeros, sv.negatives),
+                (sp.n, sp.nonfinite, sp.zeros, sp.negatives)
+            );
+            assert_eq!((sv.min, sv.max, sv.min_abs), (sp.min, sp.max, sp.min_abs));
+            let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * a.abs().max(b.abs()).max(1.0);
+            for (a, b) in [
+                (sv.sum, sp.sum),
+                (sv.sum_abs, sp.sum_abs),
+                (sv.sum_sq, sp.sum_sq),
+                (sv.sum_4, sp.sum_4),
+            ] {
+                assert!(close(a, b), "n={n}: {a} vs {b}");
+            }
+            let p = plan(&sp, bits, &hp);
+            let (mut bv, mut bp): ([Vec<u64>; 4], [Vec<u64>; 4]) = Default::default();
+            let mv = pass2(&v, &p, &mut bv);
+            let mp = pass2_portable(&v, &p, &mut bp);
+            assert_eq!(bv, bp, "n={n}");
+            for f in 0..3 {
+                assert!(close(mv.m2[f], mp.m2[f]) && close(mv.m4[f], mp.m4[f]), "n={n}");
             }
         }
     }

@@ -23,6 +23,8 @@ mod group;
 mod measurement;
 mod names;
 mod observe;
+#[cfg(target_arch = "x86_64")]
+mod x86;
 
 pub use element::Element;
 pub use group::{FunctionStats, GroupStats, Scratch, nearest_rank, summarize};
