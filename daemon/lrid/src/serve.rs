@@ -29,6 +29,21 @@ pub struct ServeArgs {
     token: Option<String>,
 }
 
+/// Snapshots arrive as megabyte messages, each received into a fresh buffer. By default glibc
+/// serves such sizes with `mmap` and gives the pages back on free, so every message pays a
+/// page fault (and the zeroing of a page) per 4 KiB. Serving them from the heap, and keeping
+/// freed heap memory, reuses pages that are already mapped.
+fn keep_large_buffers_mapped() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallopt only changes allocator thresholds; called before any other thread.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 512 << 20);
+        }
+    }
+}
+
 pub fn run(args: &ServeArgs) -> Result<()> {
     let mut config = match &args.config {
         Some(path) => Config::load(path)?,
@@ -47,6 +62,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         config.plugins.dir = Some(d.clone());
     }
     lrid_torch::init();
+    keep_large_buffers_mapped();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -7,6 +7,7 @@
 //! Errors become Flight statuses in one place ([`status`]).
 
 mod service;
+mod snapshot;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -179,6 +180,7 @@ impl Server {
         let served = tonic::transport::Server::builder()
             .initial_stream_window_size(Some(16 << 20))
             .initial_connection_window_size(Some(64 << 20))
+            .max_frame_size(Some((1 << 24) - 1))
             .add_service(svc)
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await;

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, LazyLock, Mutex};
 
-use arrow::array::{ArrayRef, Float32Array, Float64Array, RecordBatch, StringArray};
+use arrow::array::{ArrayRef, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::ipc::writer::IpcWriteOptions;
 use arrow_flight::decode::FlightRecordBatchStream;
@@ -25,15 +25,15 @@ use arrow_flight::{
 };
 use datafusion::common::ParamValues;
 use datafusion::prelude::DataFrame;
-use futures::{Stream, StreamExt, TryStreamExt};
+use futures::{Stream, TryStreamExt};
 use lrid_protocol::{
     ACTION_CLOSE_RUN, ACTION_COMPLETE_POINT, ACTION_OPEN_RUN, SNAPSHOT_TYPE_URL, SnapshotHeader,
-    VALUE_COLUMN,
 };
 use lrid_store::Store;
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::snapshot::{SnapshotValues, ValuePool, read_values};
 use crate::{datafusion_status, status};
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -63,6 +63,7 @@ struct Prepared {
 #[derive(Clone)]
 pub struct LridFlightService {
     store: Arc<Store>,
+    values: Arc<ValuePool>,
     prepared: Arc<Mutex<HashMap<String, Prepared>>>,
 }
 
@@ -76,6 +77,7 @@ impl LridFlightService {
     pub fn new(store: Arc<Store>) -> Self {
         Self {
             store,
+            values: Arc::default(),
             prepared: Arc::default(),
         }
     }
@@ -145,80 +147,23 @@ impl LridFlightService {
         let header: SnapshotHeader = serde_json::from_slice(&message.value).map_err(|e| {
             Status::invalid_argument(format!("the snapshot header is not valid JSON: {e}"))
         })?;
-        let expected = header.expected_values();
         // The peekable stream still yields the first message (schema and descriptor).
-        let stream = request.into_inner();
-        let mut batches =
-            FlightRecordBatchStream::new_from_flight_data(stream.map_err(FlightError::from));
-        let mut columns: Vec<ArrayRef> = Vec::new();
-        let mut received = 0u64;
-        while let Some(batch) = batches.next().await {
-            let batch = batch.map_err(|e| match e {
-                FlightError::Tonic(s) => *s,
-                other => Status::invalid_argument(format!(
-                    "the snapshot's record batches cannot be decoded: {other}"
-                )),
-            })?;
-            if batch.num_columns() != 1 || batch.schema().field(0).name() != VALUE_COLUMN {
-                return Err(Status::invalid_argument(format!(
-                    "a snapshot batch has one column named '{VALUE_COLUMN}'; got schema {}",
-                    batch.schema()
-                )));
-            }
-            let column = batch.column(0);
-            if column.null_count() > 0 {
-                return Err(Status::invalid_argument(format!(
-                    "the snapshot holds {} null value(s)",
-                    column.null_count()
-                )));
-            }
-            match (column.data_type(), columns.first().map(|c| c.data_type())) {
-                (DataType::Float32 | DataType::Float64, None) => {}
-                (t, Some(first)) if t == first => {}
-                (other, _) => {
-                    return Err(Status::invalid_argument(format!(
-                        "snapshot values must be Float32 or Float64 (one type per snapshot); got {other}"
-                    )));
-                }
-            }
-            received += column.len() as u64;
-            if received > expected {
-                return Err(Status::invalid_argument(format!(
-                    "{} snapshot of layer {} at point {} of run '{}': more values arrived than the {expected} its header announces",
-                    header.measure.as_str(),
-                    header.layer.index,
-                    header.point,
-                    header.run_id
-                )));
-            }
-            columns.push(column.clone());
-        }
-        // One batch (the usual case) is summarised where it was decoded; several are joined.
-        let values = match columns.len() {
-            0 => arrow::array::new_empty_array(&DataType::Float32),
-            1 => columns.pop().expect("one column"),
-            _ => {
-                let parts: Vec<&dyn arrow::array::Array> =
-                    columns.iter().map(|c| c.as_ref()).collect();
-                arrow::compute::concat(&parts)
-                    .map_err(|e| Status::internal(format!("joining snapshot batches: {e}")))?
-            }
-        };
-        let ack = if let Some(a) = values.as_any().downcast_ref::<Float64Array>() {
-            let a = a.clone();
-            self.blocking(move |s| s.record(&header, a.values()))
-                .await?
-        } else {
-            let a = values
-                .as_any()
-                .downcast_ref::<Float32Array>()
-                .expect("f32 or f64")
-                .clone();
-            self.blocking(move |s| s.record(&header, a.values()))
-                .await?
-        };
+        let values = read_values(request.into_inner(), &header, &self.values).await?;
+        let store = self.store.clone();
+        let (ack, values) = tokio::task::spawn_blocking(move || {
+            let ack = match &values {
+                SnapshotValues::F32(v) => store.record(&header, v),
+                SnapshotValues::F64(v) => store.record(&header, v),
+            };
+            (ack, values)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("store task failed: {e}")))?;
+        self.values.give(values);
         let result = PutResult {
-            app_metadata: serde_json::to_vec(&ack).expect("ack").into(),
+            app_metadata: serde_json::to_vec(&ack.map_err(status)?)
+                .expect("ack")
+                .into(),
         };
         Ok(Response::new(Box::pin(futures::stream::iter([Ok(result)]))))
     }
