@@ -18,7 +18,7 @@ use lrid_protocol::{
 use lrid_sdk::{Recorder, RecorderConfig};
 use lrid_store::{Store, StoreConfig};
 
-fn ingest(threads: usize, points: u32, in_flight: usize) {
+fn ingest(threads: usize, points: u32, in_flight: usize, buffer_mb: usize) {
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(dir.path(), &[]);
     // A ResNet-like conv layer: 512×512×3×3 weights (9.4 MB) and 64 examples of 512×7×7
@@ -37,19 +37,37 @@ fn ingest(threads: usize, points: u32, in_flight: usize) {
         .map(|i| ((i * 104_729) % 997) as f32 * 1e-3)
         .collect();
     let bytes_per_point = (weights.len() + acts.len()) * 4;
+    let cpu_before = (
+        cpu_seconds("self"),
+        cpu_seconds(&daemon.child.id().to_string()),
+    );
     let start = Instant::now();
     std::thread::scope(|s| {
         for t in 0..threads {
             let (layer, weights, acts, url) = (&layer, &weights, &acts, daemon.url());
             s.spawn(move || {
                 let mut config = RecorderConfig::new(url);
-                config.buffer_bytes = 1 << 30;
+                config.buffer_bytes = buffer_mb << 20;
+                config.pool_bytes = config.buffer_bytes.min(256 << 20);
                 config.snapshots_in_flight = in_flight;
                 let rec =
                     Recorder::open(config, &format!("bench-{t}"), RunLabels::default()).unwrap();
+                // What a job that would rather wait than skip does on a full buffer.
+                let wait =
+                    |r: lrid_sdk::Result<()>,
+                     bytes: usize,
+                     again: &dyn Fn() -> lrid_sdk::Result<()>| match r {
+                        Err(lrid_sdk::Error::BufferFull { .. }) => {
+                            rec.wait_for_room(bytes).unwrap();
+                            again().unwrap();
+                        }
+                        r => r.unwrap(),
+                    };
                 for p in 0..points {
-                    rec.record_weights(p, layer, weights).unwrap();
-                    rec.record_activations(p, layer, 0, 64, acts).unwrap();
+                    let w = || rec.record_weights(p, layer, weights);
+                    wait(w(), weights.len() * 4, &w);
+                    let a = || rec.record_activations(p, layer, 0, 64, acts);
+                    wait(a(), acts.len() * 4, &a);
                     rec.complete_point(p, None).unwrap();
                 }
                 rec.close().unwrap();
@@ -57,17 +75,48 @@ fn ingest(threads: usize, points: u32, in_flight: usize) {
         }
     });
     let secs = start.elapsed().as_secs_f64();
+    let client_cpu = cpu_seconds("self") - cpu_before.0;
+    let daemon_cpu = cpu_seconds(&daemon.child.id().to_string()) - cpu_before.1;
     let total = (bytes_per_point * threads * points as usize) as f64;
     let rows = daemon.sql("SELECT count(*) AS n FROM observables")[0]["n"]
         .as_u64()
         .unwrap();
     assert_eq!(rows, (threads * points as usize) as u64);
     println!(
-        "ingest: {threads} recorder(s) × {points} points × {:.1} MB, {in_flight} snapshot(s) in flight each = {:.2} GB in {secs:.2} s → {:.2} GB/s (SDK → acknowledged, durable, queryable rows)",
+        "ingest: {threads} recorder(s) × {points} points × {:.1} MB, {in_flight} snapshot(s) in flight, {buffer_mb} MB buffer each = {:.2} GB in {secs:.2} s → {:.2} GB/s (SDK → acknowledged, durable, queryable rows)",
         bytes_per_point as f64 / 1e6,
         total / 1e9,
         total / 1e9 / secs
     );
+    println!(
+        "        CPU per GB: SDK (the recording process) {:.2} s + daemon {:.2} s = {:.2} core-s/GB",
+        client_cpu / (total / 1e9),
+        daemon_cpu / (total / 1e9),
+        (client_cpu + daemon_cpu) / (total / 1e9)
+    );
+}
+
+/// User + system CPU seconds of process `pid` ("self" for this one) so far, from /proc.
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc stat");
+    // Fields after the command name (which may hold spaces) closing with ')'.
+    let fields: Vec<&str> = stat[stat.rfind(')').expect("comm") + 2..]
+        .split(' ')
+        .collect();
+    // utime and stime are fields 14 and 15 of stat (11 and 12 after the name), in clock ticks.
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / clock_ticks_per_second()
+}
+
+fn clock_ticks_per_second() -> f64 {
+    let out = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .expect("getconf");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("CLK_TCK")
 }
 
 /// Writes `rows` observable rows straight through the store (weights only, small kernels).
@@ -227,9 +276,14 @@ fn main() {
         .collect();
     let run = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     if run("ingest") {
-        for in_flight in [1, 2, 4] {
-            ingest(1, 60, in_flight);
-            ingest(4, 20, in_flight);
+        // A buffer that holds the whole run (every snapshot is queued at once, into fresh
+        // memory), and one that holds a few points (the job waits for room, buffers are
+        // reused: the steady state of a job that records faster than the network).
+        for buffer_mb in [1024, 64] {
+            for in_flight in [1, 2] {
+                ingest(1, 60, in_flight, buffer_mb);
+                ingest(4, 20, in_flight, buffer_mb);
+            }
         }
     }
     if run("query") {

@@ -2,7 +2,7 @@
 //! client, kill -9 and restart, every bad input of the protocol, the bearer token.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arrow::array::{Array, AsArray, Float32Array, Int32Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Float64Type, Schema};
@@ -726,5 +726,86 @@ fn a_snapshot_of_several_chunks_is_joined_in_order() {
     ] {
         let got = rows[0][column].as_f64().unwrap();
         assert!(close(got, want), "{column}: {got} vs {want}");
+    }
+}
+
+/// The daemon is down when the job starts recording: the recorder buffers up to its bound,
+/// refuses what does not fit at once (nothing is dropped silently), says it is retrying, and
+/// delivers everything once the daemon comes up; `wait_for_room` waits for the buffer to drain.
+#[test]
+fn a_recorder_outlasts_a_daemon_that_is_down() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let info = layer(0);
+    let n = 8 * 4 * 9;
+    let mut config = RecorderConfig::new(format!("http://127.0.0.1:{port}"));
+    config.buffer_bytes = 3 * n * 4;
+    config.initial_backoff = Duration::from_millis(50);
+    config.max_backoff = Duration::from_millis(200);
+    let rec = Recorder::open(config, "late", RunLabels::default()).unwrap();
+    for p in 0..3 {
+        rec.record_weights(p, &info, &tensor(n, seed(9, p, 0, 0)))
+            .unwrap();
+    }
+    let started = Instant::now();
+    let full = rec.record_weights(3, &info, &tensor(n, seed(9, 3, 0, 0)));
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "BufferFull must not block"
+    );
+    match full {
+        Err(lrid_sdk::Error::BufferFull {
+            needed,
+            used,
+            capacity,
+        }) => assert_eq!((needed, used, capacity), (n * 4, 3 * n * 4, 3 * n * 4)),
+        other => panic!("expected BufferFull, got {other:?}"),
+    }
+    assert!(full.unwrap_err().to_string().contains("buffer is full"));
+    // More than the whole buffer can never fit.
+    assert!(matches!(
+        rec.wait_for_room(4 * n * 4),
+        Err(lrid_sdk::Error::BufferFull { .. })
+    ));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !matches!(rec.status(), lrid_sdk::SenderStatus::Retrying { .. }) {
+        assert!(
+            Instant::now() < deadline,
+            "the recorder never said it retries"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The daemon comes up on the address the recorder keeps trying.
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start_at(dir.path(), &format!("127.0.0.1:{port}"), &[]);
+    rec.wait_for_room(n * 4).unwrap();
+    rec.record_weights(3, &info, &tensor(n, seed(9, 3, 0, 0)))
+        .unwrap();
+    for p in 0..4 {
+        rec.complete_point(p, None).unwrap();
+    }
+    rec.close().unwrap();
+    assert_eq!(rec.status(), lrid_sdk::SenderStatus::Connected);
+    let rows = daemon.sql(
+        "SELECT point, weightraw_mean AS m FROM observables WHERE run_id = 'late' ORDER BY point",
+    );
+    assert_eq!(rows.len(), 4);
+    for (p, row) in rows.iter().enumerate() {
+        let w = weight_statistics(
+            &tensor(n, seed(9, p as u32, 0, 0)),
+            &info
+                .weight_shape
+                .iter()
+                .map(|&d| d as usize)
+                .collect::<Vec<_>>(),
+            &MeasurementModel::IDEAL,
+            0,
+        )
+        .unwrap();
+        let want = w.get_by_name("weightraw_mean").unwrap();
+        assert!(close(row["m"].as_f64().unwrap(), want), "point {p}");
     }
 }

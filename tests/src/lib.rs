@@ -60,8 +60,13 @@ pub struct Daemon {
 impl Daemon {
     /// Starts a daemon on a free loopback port with its data in `data_dir`.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Daemon {
+        Daemon::start_at(data_dir, "127.0.0.1:0", extra)
+    }
+
+    /// Starts a daemon listening on `listen` with its data in `data_dir`.
+    pub fn start_at(data_dir: &Path, listen: &str, extra: &[&str]) -> Daemon {
         let mut child = Command::new(lrid_bin())
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["serve", "--listen", listen, "--data-dir"])
             .arg(data_dir)
             .args(extra)
             .env("RUST_LOG", "warn")

@@ -7,7 +7,7 @@
 //! The training loop never waits on the network: every `record_*` call copies the values into a
 //! bounded buffer ([`RecorderConfig::buffer_bytes`]) and returns. A call that would overflow the
 //! buffer returns [`Error::BufferFull`] at once, so the job decides (wait with
-//! [`Recorder::flush`], skip, stop); nothing is dropped silently. When the daemon is down the
+//! [`Recorder::wait_for_room`] or [`Recorder::flush`], skip, stop); nothing is dropped silently. When the daemon is down the
 //! sender retries with exponential backoff and says so in the log and in [`Recorder::status`];
 //! a message the daemon refuses is reported by the next call (and by [`Recorder::flush`]).
 //!
@@ -28,11 +28,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use arrow::array::{Float32Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
-use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow::ipc::writer::IpcWriteOptions;
 use arrow_flight::flight_service_client::FlightServiceClient;
-use arrow_flight::{Action, FlightDescriptor};
+use arrow_flight::{Action, FlightData, FlightDescriptor, SchemaAsIpc};
+use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use lrid_protocol::{
     ACTION_CLOSE_RUN, ACTION_COMPLETE_POINT, ACTION_OPEN_RUN, CHUNK_VALUES, CloseRun,
@@ -54,7 +54,7 @@ pub enum Error {
     #[error("'{0}' is not a server address: {1}")]
     Address(String, String),
     #[error(
-        "the recording buffer is full: {needed} more bytes do not fit ({used} of {capacity} in use); flush, skip this snapshot or raise buffer_bytes"
+        "the recording buffer is full: {needed} more bytes do not fit ({used} of {capacity} in use); wait for room, skip this snapshot or raise buffer_bytes"
     )]
     BufferFull {
         needed: usize,
@@ -100,6 +100,10 @@ pub struct RecorderConfig {
     /// network. Actions (open, complete, close) and flushes wait for all of them, so the daemon
     /// always sees a point's snapshots before its completion.
     pub snapshots_in_flight: usize,
+    /// Bytes of sent snapshots' buffers kept for reuse by the next `record_*` calls (at most
+    /// `buffer_bytes` of them can be in use at once anyway). Reused buffers are already
+    /// mapped; a fresh one costs a page fault per 4 KiB, more than copying into it.
+    pub pool_bytes: usize,
 }
 
 impl RecorderConfig {
@@ -112,6 +116,7 @@ impl RecorderConfig {
             max_backoff: Duration::from_secs(5),
             give_up_after: Duration::from_secs(300),
             snapshots_in_flight: 2,
+            pool_bytes: 64 << 20,
         }
     }
 }
@@ -133,7 +138,7 @@ enum Job {
     },
     Snapshot {
         header: SnapshotHeader,
-        values: Float32Array,
+        values: Bytes,
     },
     Flush(oneshot::Sender<()>),
 }
@@ -141,8 +146,72 @@ enum Job {
 #[derive(Debug)]
 struct Shared {
     used: AtomicUsize,
+    /// Value buffers of sent snapshots, reused by the next `record_*` calls; at most
+    /// `pool_bytes` of capacity.
+    pool: Mutex<Vec<Vec<f32>>>,
+    pool_bytes: usize,
+    /// Signalled whenever sent bytes leave the buffer (for [`Recorder::wait_for_room`]).
+    room: (Mutex<()>, std::sync::Condvar),
     errors: Mutex<Vec<Error>>,
     status: Mutex<SenderStatus>,
+}
+
+impl Shared {
+    /// An empty buffer for `len` values, reused when one is free.
+    fn take_buffer(&self, len: usize) -> Vec<f32> {
+        let mut pool = self.pool.lock().expect("pool lock");
+        // The smallest free buffer that fits, else the largest (it grows once).
+        let fit = (0..pool.len())
+            .filter(|&i| pool[i].capacity() >= len)
+            .min_by_key(|&i| pool[i].capacity())
+            .or_else(|| (0..pool.len()).max_by_key(|&i| pool[i].capacity()));
+        let mut b = fit.map(|i| pool.swap_remove(i)).unwrap_or_default();
+        drop(pool);
+        b.clear();
+        b.reserve_exact(len);
+        b
+    }
+
+    fn give_buffer(&self, b: Vec<f32>) {
+        let mut pool = self.pool.lock().expect("pool lock");
+        let kept: usize = pool.iter().map(|b| b.capacity() * 4).sum();
+        if kept + b.capacity() * 4 <= self.pool_bytes {
+            pool.push(b);
+        }
+    }
+
+    /// Bytes left the buffer: wake whoever waits for room.
+    fn release(&self, bytes: usize) {
+        self.used.fetch_sub(bytes, Ordering::SeqCst);
+        let _guard = self.room.0.lock().expect("room lock");
+        self.room.1.notify_all();
+    }
+}
+
+/// A snapshot's values as the bytes of the messages that carry them (zero-copy slices); the
+/// buffer goes back to the pool when the last message referring to it is dropped.
+struct PooledValues {
+    values: Vec<f32>,
+    shared: Arc<Shared>,
+}
+
+impl AsRef<[u8]> for PooledValues {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: f32 has no padding and any alignment suits u8; the slice covers exactly the
+        // initialised values and lives as long as `self`.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.values.as_ptr().cast::<u8>(),
+                size_of_val(self.values.as_slice()),
+            )
+        }
+    }
+}
+
+impl Drop for PooledValues {
+    fn drop(&mut self) {
+        self.shared.give_buffer(std::mem::take(&mut self.values));
+    }
 }
 
 /// Records one run. Cheap to share by reference across the training loop; every method is
@@ -178,6 +247,9 @@ impl Recorder {
             .tcp_nodelay(true);
         let shared = Arc::new(Shared {
             used: AtomicUsize::new(0),
+            pool: Mutex::new(Vec::new()),
+            pool_bytes: config.pool_bytes,
+            room: Default::default(),
             errors: Mutex::new(Vec::new()),
             status: Mutex::new(SenderStatus::Connected),
         });
@@ -233,6 +305,39 @@ impl Recorder {
         self.shared.used.load(Ordering::SeqCst)
     }
 
+    /// Blocks until `bytes` more fit in the buffer (what a job does on
+    /// [`Error::BufferFull`] when it would rather wait than skip a snapshot). Returns at once
+    /// when they fit; fails when they can never fit (more than `buffer_bytes`), or with the
+    /// first error the daemon reported meanwhile.
+    pub fn wait_for_room(&self, bytes: usize) -> Result<()> {
+        let capacity = self.config.buffer_bytes;
+        if bytes > capacity {
+            return Err(Error::BufferFull {
+                needed: bytes,
+                used: self.buffered_bytes(),
+                capacity,
+            });
+        }
+        let mut guard = self.shared.room.0.lock().expect("room lock");
+        loop {
+            self.take_error()?;
+            if self.buffered_bytes() + bytes <= capacity {
+                return Ok(());
+            }
+            // A timeout as well, so that a sender that stopped (closed recorder) is noticed.
+            guard = self
+                .shared
+                .room
+                .1
+                .wait_timeout(guard, Duration::from_millis(100))
+                .expect("room lock")
+                .0;
+            if self.tx.lock().expect("sender lock").is_none() {
+                return Err(Error::Closed);
+            }
+        }
+    }
+
     fn take_error(&self) -> Result<()> {
         let mut errors = self.shared.errors.lock().expect("errors lock");
         if errors.is_empty() {
@@ -250,7 +355,9 @@ impl Recorder {
 
     fn snapshot(&self, header: SnapshotHeader, values: &[f32]) -> Result<()> {
         self.check_values(&header, values.len())?;
-        self.snapshot_owned(header, values.to_vec())
+        let mut buffer = self.shared.take_buffer(values.len());
+        buffer.extend_from_slice(values);
+        self.snapshot_owned(header, buffer)
     }
 
     fn check_values(&self, header: &SnapshotHeader, len: usize) -> Result<()> {
@@ -287,7 +394,10 @@ impl Recorder {
         }
         self.send(Job::Snapshot {
             header,
-            values: Float32Array::from(values),
+            values: Bytes::from_owner(PooledValues {
+                values,
+                shared: self.shared.clone(),
+            }),
         })
     }
 
@@ -461,7 +571,7 @@ impl Sender {
                         in_flight.next().await;
                     }
                     in_flight.push(async move {
-                        let bytes = values.len() * 4;
+                        let bytes = values.len();
                         let what = format!(
                             "the {} snapshot of layer {} ({}) at point {}",
                             header.measure.as_str(),
@@ -474,7 +584,7 @@ impl Sender {
                                 Box::pin(put_snapshot(c, header.clone(), values.clone()))
                             })
                             .await;
-                        this.shared.used.fetch_sub(bytes, Ordering::SeqCst);
+                        this.shared.release(bytes);
                         if let Err(e) = result {
                             this.report(e);
                         }
@@ -595,29 +705,21 @@ async fn action(
 async fn put_snapshot(
     (mut client, token): (FlightServiceClient<Channel>, Option<String>),
     header: SnapshotHeader,
-    values: Float32Array,
+    values: Bytes,
 ) -> Result<(), Status> {
     let any = prost_types_any(serde_json::to_vec(&header).expect("json"));
-    let schema = Arc::new(Schema::new(vec![Field::new(
-        VALUE_COLUMN,
-        DataType::Float32,
-        false,
-    )]));
-    // Zero-copy slices of the queued values, one record batch each.
-    let batches: Vec<Result<RecordBatch, arrow_flight::error::FlightError>> = (0..values.len())
-        .step_by(CHUNK_VALUES)
-        .map(|start| {
-            let len = CHUNK_VALUES.min(values.len() - start);
-            let column = Arc::new(values.slice(start, len));
-            Ok(RecordBatch::try_new(schema.clone(), vec![column]).expect("batch"))
-        })
-        .collect();
-    let stream = FlightDataEncoderBuilder::new()
-        .with_schema(schema)
-        .with_max_flight_data_size(CHUNK_VALUES * 4 + 1024)
-        .with_flight_descriptor(Some(FlightDescriptor::new_cmd(any)))
-        .build(futures::stream::iter(batches))
-        .map(|r| r.expect("encoding f32 batches cannot fail"));
+    let schema = Schema::new(vec![Field::new(VALUE_COLUMN, DataType::Float32, false)]);
+    let first = FlightData::from(SchemaAsIpc::new(&schema, &IpcWriteOptions::default()))
+        .with_descriptor(FlightDescriptor::new_cmd(any));
+    // One record batch per chunk; its body is a zero-copy slice of the queued values.
+    let chunk_bytes = CHUNK_VALUES * 4;
+    let batches = (0..values.len()).step_by(chunk_bytes).map(move |start| {
+        let end = (start + chunk_bytes).min(values.len());
+        FlightData::new()
+            .with_data_header(f32_batch_header((end - start) / 4))
+            .with_data_body(values.slice(start..end))
+    });
+    let stream = futures::stream::iter(std::iter::once(first).chain(batches));
     let mut acks = client
         .do_put(with_token(stream, &token))
         .await?
@@ -629,6 +731,32 @@ async fn put_snapshot(
         ));
     }
     Ok(())
+}
+
+/// The Arrow IPC message header of a record batch of `rows` non-null f32 values in one column,
+/// the values at the start of the body (no validity buffer). Written here rather than by
+/// arrow's IPC writer, which would copy the values into a body of its own.
+fn f32_batch_header(rows: usize) -> Bytes {
+    use arrow::ipc::{
+        Buffer, FieldNode, MessageBuilder, MessageHeader, MetadataVersion, RecordBatchBuilder,
+    };
+    let body = (rows * 4) as i64;
+    let mut fbb = flatbuffers::FlatBufferBuilder::with_capacity(256);
+    let nodes = fbb.create_vector(&[FieldNode::new(rows as i64, 0)]);
+    let buffers = fbb.create_vector(&[Buffer::new(0, 0), Buffer::new(0, body)]);
+    let mut batch = RecordBatchBuilder::new(&mut fbb);
+    batch.add_length(rows as i64);
+    batch.add_nodes(nodes);
+    batch.add_buffers(buffers);
+    let batch = batch.finish();
+    let mut message = MessageBuilder::new(&mut fbb);
+    message.add_version(MetadataVersion::V5);
+    message.add_header_type(MessageHeader::RecordBatch);
+    message.add_header(batch.as_union_value());
+    message.add_bodyLength(body);
+    let message = message.finish();
+    fbb.finish(message, None);
+    Bytes::copy_from_slice(fbb.finished_data())
 }
 
 /// A protobuf `Any` with the snapshot type URL and a JSON value.

@@ -6,7 +6,7 @@
 //! | step | Flight call | body |
 //! |---|---|---|
 //! | open a run | `DoAction` type [`ACTION_OPEN_RUN`] | JSON [`OpenRun`] |
-//! | send a snapshot | `DoPut`, descriptor `CMD` = protobuf `Any` with type URL [`SNAPSHOT_TYPE_URL`] and a JSON [`SnapshotHeader`] as value; then record batches of one column `value` (Float32 or Float64, not null): the tensor's values in C order, in as many batches as convenient | one `PutResult` once the snapshot's statistics are durable; its `app_metadata` is a JSON [`SnapshotAck`] |
+//! | send a snapshot | `DoPut`, descriptor `CMD` = protobuf `Any` with type URL [`SNAPSHOT_TYPE_URL`] and a JSON [`SnapshotHeader`] as value; then record batches of one column `value` (Float32 or Float64, not null; uncompressed Arrow IPC, one batch per message): the tensor's values in C order, in as many batches as convenient | one `PutResult` once the snapshot's statistics are durable; its `app_metadata` is a JSON [`SnapshotAck`] |
 //! | complete a point | `DoAction` type [`ACTION_COMPLETE_POINT`] | JSON [`CompletePoint`] → JSON [`PointAck`] |
 //! | close a run | `DoAction` type [`ACTION_CLOSE_RUN`] | JSON [`CloseRun`] |
 //!
