@@ -808,7 +808,10 @@ mod tests {
             let mp = pass2_portable(&v, &p, &mut bp);
             assert_eq!(bv, bp, "n={n}");
             for f in 0..3 {
-                assert!(close(mv.m2[f], mp.m2[f]) && close(mv.m4[f], mp.m4[f]), "n={n}");
+                assert!(
+                    close(mv.m2[f], mp.m2[f]) && close(mv.m4[f], mp.m4[f]),
+                    "n={n}"
+                );
             }
         }
     }
