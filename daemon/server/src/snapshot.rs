@@ -156,9 +156,13 @@ where
         };
         let at = buffers.get(1);
         let start = usize::try_from(at.offset()).map_err(invalid)?;
-        let end = start
-            .checked_add(rows * width)
-            .filter(|&e| e <= data.data_body.len() && (at.length() as u64) >= (rows * width) as u64)
+        let end = rows
+            .checked_mul(width)
+            .and_then(|len| Some((start.checked_add(len)?, len)))
+            .filter(|&(e, len)| {
+                e <= data.data_body.len() && u64::try_from(at.length()).is_ok_and(|l| l >= len as u64)
+            })
+            .map(|(e, _)| e)
             .ok_or_else(|| {
                 invalid(format!(
                     "{rows} values at offset {start} do not fit the buffer ({} bytes) or the body ({} bytes)",
@@ -197,5 +201,123 @@ fn append_le<T: Float>(v: &mut Vec<T>, bytes: &[u8]) {
             bytes.len(),
         );
         v.set_len(v.len() + n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Float32Array, Float64Array, RecordBatch};
+    use arrow::datatypes::Field;
+    use arrow_flight::encode::FlightDataEncoderBuilder;
+    use futures::TryStreamExt;
+    use lrid_protocol::{LayerInfo, PROTOCOL_VERSION, Position, SnapshotMeasure};
+
+    use super::*;
+
+    fn header(values: u64) -> SnapshotHeader {
+        SnapshotHeader {
+            protocol: PROTOCOL_VERSION,
+            run_id: "r".into(),
+            point: 0,
+            layer: LayerInfo {
+                index: 0,
+                name: "fc".into(),
+                position: Position::Deep,
+                weight_shape: vec![values],
+                activation_shape: vec![1],
+            },
+            measure: SnapshotMeasure::Weight,
+            examples: 0,
+            batch: 0,
+        }
+    }
+
+    /// The Flight messages arrow's own encoder writes for these batches (padded, aligned bodies).
+    fn messages(batches: Vec<RecordBatch>) -> Vec<FlightData> {
+        futures::executor::block_on(
+            FlightDataEncoderBuilder::new()
+                .build(futures::stream::iter(batches.into_iter().map(Ok)))
+                .try_collect(),
+        )
+        .unwrap()
+    }
+
+    fn read(msgs: Vec<FlightData>, values: u64) -> Result<SnapshotValues, Status> {
+        let pool = ValuePool::default();
+        futures::executor::block_on(read_values(
+            futures::stream::iter(msgs.into_iter().map(Ok)),
+            &header(values),
+            &pool,
+        ))
+    }
+
+    fn f32_batch(v: Vec<Option<f32>>) -> RecordBatch {
+        let nullable = v.iter().any(Option::is_none);
+        RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new(
+                VALUE_COLUMN,
+                DataType::Float32,
+                nullable,
+            )])),
+            vec![Arc::new(Float32Array::from(v))],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn batches_are_joined_in_order_for_both_widths() {
+        let a = f32_batch((0..5).map(|i| Some(i as f32)).collect());
+        let b = f32_batch((5..12).map(|i| Some(i as f32)).collect());
+        match read(messages(vec![a, b]), 12).unwrap() {
+            SnapshotValues::F32(v) => assert_eq!(v, (0..12).map(|i| i as f32).collect::<Vec<_>>()),
+            other => panic!("{other:?}"),
+        }
+        let wide = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new(
+                VALUE_COLUMN,
+                DataType::Float64,
+                false,
+            )])),
+            vec![Arc::new(Float64Array::from(vec![0.5, -1.25, 3.0]))],
+        )
+        .unwrap();
+        match read(messages(vec![wide]), 3).unwrap() {
+            SnapshotValues::F64(v) => assert_eq!(v, vec![0.5, -1.25, 3.0]),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn malformed_messages_are_refused_naming_the_problem() {
+        let expect = |r: Result<SnapshotValues, Status>, text: &str| {
+            let s = r.expect_err(text);
+            assert_eq!(s.code(), tonic::Code::InvalidArgument, "{s:?}");
+            assert!(
+                s.message().contains(text),
+                "{:?} should say {text:?}",
+                s.message()
+            );
+        };
+        expect(
+            read(messages(vec![f32_batch(vec![Some(1.0), None, None])]), 3),
+            "2 null value(s)",
+        );
+        let mut short = messages(vec![f32_batch(vec![Some(1.0); 16])]);
+        short[1].data_body = short[1].data_body.slice(..20);
+        expect(read(short, 16), "do not fit");
+        // A schema message where a record batch belongs.
+        let mut twice = messages(vec![f32_batch(vec![Some(1.0); 4])]);
+        twice[1] = twice[0].clone();
+        expect(read(twice, 4), "expected a record batch message");
+        let mut garbage = messages(vec![f32_batch(vec![Some(1.0); 4])]);
+        garbage[1].data_header = vec![0xde, 0xad, 0xbe, 0xef].into();
+        expect(read(garbage, 4), "cannot be decoded");
+        expect(
+            read(messages(vec![f32_batch(vec![Some(1.0); 5])]), 4),
+            "more values arrived than the 4",
+        );
+        expect(read(Vec::new(), 4), "stream is empty");
     }
 }
