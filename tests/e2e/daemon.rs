@@ -673,6 +673,71 @@ fn a_token_is_required_when_set_and_shutdown_is_clean() {
     assert_eq!(parts.len(), 1);
 }
 
+/// The code and text of a recorder's error, for the refusals the daemon sends back.
+fn rejected(e: lrid_sdk::Error) -> (Code, String, String) {
+    match e {
+        lrid_sdk::Error::Rejected {
+            what,
+            code,
+            message,
+        } => (code, what, message),
+        other => panic!("expected a refusal, got {other}"),
+    }
+}
+
+#[test]
+fn the_recorder_reports_each_snapshot_the_daemon_refuses_and_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), &["--token", "s3cret"]);
+    // A wrong token: the opening and the snapshot are refused (before the daemon reads the
+    // snapshot's values), each reported once, in order.
+    let mut config = RecorderConfig::new(daemon.url());
+    config.token = Some("wrong".into());
+    let rec = Recorder::open(config.clone(), "denied", RunLabels::default()).unwrap();
+    rec.record_weights(0, &layer(0), &tensor(288, 1)).unwrap();
+    let (code, what, _) = rejected(rec.flush().unwrap_err());
+    assert_eq!(
+        (code, what.as_str()),
+        (Code::Unauthenticated, "opening run 'denied'")
+    );
+    let (code, what, message) = rejected(rec.flush().unwrap_err());
+    assert_eq!(code, Code::Unauthenticated, "{what}: {message}");
+    assert!(what.contains("weight snapshot of layer 0"), "{what}");
+    rec.flush().unwrap();
+
+    // The right token: a snapshot with non-finite values and a repeated one are refused, with
+    // the daemon's reasons; the good snapshots around them are stored.
+    config.token = Some("s3cret".into());
+    let rec = Recorder::open(config, "mixed", RunLabels::default()).unwrap();
+    let mut bad = tensor(288, 2);
+    bad[5] = f32::NAN;
+    rec.record_weights(0, &layer(0), &bad).unwrap();
+    let (code, _, message) = rejected(rec.flush().unwrap_err());
+    assert_eq!(code, Code::InvalidArgument, "{message}");
+    assert!(message.contains("non-finite"), "{message}");
+    let good = tensor(288, 3);
+    rec.record_weights(0, &layer(0), &good).unwrap();
+    rec.record_weights(0, &layer(1), &tensor(288, 4)).unwrap();
+    rec.flush().unwrap();
+    rec.record_weights(0, &layer(1), &tensor(288, 4)).unwrap();
+    let (code, what, message) = rejected(rec.flush().unwrap_err());
+    assert_eq!(code, Code::AlreadyExists, "{what}: {message}");
+    assert!(what.contains("layer 1"), "{what}");
+    rec.complete_point(0, None).unwrap();
+    rec.close().unwrap();
+    let rows = daemon.sql(
+        "SELECT layer_index AS l, weightraw_mean AS m FROM observables \
+         WHERE run_id = 'mixed' ORDER BY layer_index",
+    );
+    assert_eq!(rows.len(), 2);
+    let want = weight_statistics(&good, &[8, 4, 3, 3], &MeasurementModel::IDEAL, 0)
+        .unwrap()
+        .get_by_name("weightraw_mean")
+        .unwrap();
+    assert_eq!(rows[0]["l"].as_i64(), Some(0));
+    assert!(close(rows[0]["m"].as_f64().unwrap(), want), "{rows:?}");
+}
+
 #[test]
 fn a_snapshot_of_several_chunks_is_joined_in_order() {
     // 2.5 chunks of weights and 1.5 chunks of activations whose examples straddle the chunk

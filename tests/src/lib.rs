@@ -55,6 +55,8 @@ pub struct Daemon {
     pub child: Child,
     pub addr: String,
     pub data_dir: PathBuf,
+    /// The `--token` it was started with, which `sql` then sends.
+    pub token: Option<String>,
 }
 
 impl Daemon {
@@ -83,10 +85,16 @@ impl Daemon {
             .nth(4)
             .unwrap_or_else(|| panic!("no address in {line:?}"))
             .to_string();
+        let token = extra
+            .iter()
+            .position(|a| *a == "--token")
+            .and_then(|i| extra.get(i + 1))
+            .map(|t| t.to_string());
         Daemon {
             child,
             addr,
             data_dir: data_dir.to_path_buf(),
+            token,
         }
     }
 
@@ -110,9 +118,12 @@ impl Daemon {
 
     /// `lrid sql QUERY --format json` against this daemon: the rows.
     pub fn sql(&self, query: &str) -> Vec<serde_json::Map<String, serde_json::Value>> {
-        let out = Command::new(lrid_bin())
-            .args(["sql", query, "--format", "json", "--server", &self.url()])
-            .output()
+        let mut sql = Command::new(lrid_bin());
+        sql.args(["sql", query, "--format", "json", "--server", &self.url()]);
+        if let Some(t) = &self.token {
+            sql.args(["--token", t]);
+        }
+        let out = sql.output()
             .expect("run lrid sql");
         assert!(
             out.status.success(),

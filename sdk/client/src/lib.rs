@@ -28,22 +28,20 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use arrow::datatypes::{DataType, Field, Schema};
-use arrow::ipc::writer::IpcWriteOptions;
+use arrow_flight::Action;
 use arrow_flight::flight_service_client::FlightServiceClient;
-use arrow_flight::{Action, FlightData, FlightDescriptor, SchemaAsIpc};
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use lrid_protocol::{
-    ACTION_CLOSE_RUN, ACTION_COMPLETE_POINT, ACTION_OPEN_RUN, CHUNK_VALUES, CloseRun,
-    CompletePoint, MAX_MESSAGE_BYTES, OpenRun, PROTOCOL_VERSION, SNAPSHOT_TYPE_URL, SnapshotHeader,
-    VALUE_COLUMN,
+    ACTION_CLOSE_RUN, ACTION_COMPLETE_POINT, ACTION_OPEN_RUN, CloseRun, CompletePoint,
+    MAX_MESSAGE_BYTES, OpenRun, PROTOCOL_VERSION, SnapshotHeader,
 };
 pub use lrid_protocol::{LayerInfo, Position, RunLabels, SnapshotMeasure};
 
+mod put;
 #[cfg(feature = "tch")]
 pub mod torch;
-use prost::Message;
+use put::PutTarget;
 use tokio::sync::{mpsc, oneshot};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
@@ -253,12 +251,16 @@ impl Recorder {
             errors: Mutex::new(Vec::new()),
             status: Mutex::new(SenderStatus::Connected),
         });
+        let put = PutTarget::new(&config.server, config.token.as_deref())
+            .map_err(|e| Error::Address(config.server.clone(), e))?;
         let (tx, rx) = mpsc::unbounded_channel();
         let sender = Sender {
             endpoint,
+            put,
             config: config.clone(),
             shared: shared.clone(),
             client: tokio::sync::Mutex::new(None),
+            put_connection: tokio::sync::Mutex::new(None),
         };
         let worker = std::thread::Builder::new()
             .name("lrid-recorder".into())
@@ -522,11 +524,15 @@ impl Drop for Recorder {
 }
 
 /// The background sender: snapshots pipelined, actions in order, every message retried.
+/// Actions go through tonic's Flight client; snapshots through [`put`] on a connection of
+/// their own (actions wait for the snapshots before them, so the daemon sees them in order).
 struct Sender {
     endpoint: Endpoint,
+    put: PutTarget,
     config: RecorderConfig,
     shared: Arc<Shared>,
     client: tokio::sync::Mutex<Option<FlightServiceClient<Channel>>>,
+    put_connection: tokio::sync::Mutex<Option<h2::client::SendRequest<Bytes>>>,
 }
 
 fn transient(code: Code) -> bool {
@@ -560,7 +566,7 @@ impl Sender {
                 }
                 Job::Action { kind, what, body } => {
                     if let Err(e) = this
-                        .deliver(&what, |c| Box::pin(action(c, kind, body.clone())))
+                        .deliver(&what, || Box::pin(this.action(kind, body.clone())))
                         .await
                     {
                         this.report(e);
@@ -580,8 +586,8 @@ impl Sender {
                             header.point
                         );
                         let result = this
-                            .deliver(&what, |c| {
-                                Box::pin(put_snapshot(c, header.clone(), values.clone()))
+                            .deliver(&what, || {
+                                Box::pin(this.put_snapshot(&header, values.clone()))
                             })
                             .await;
                         this.shared.release(bytes);
@@ -618,21 +624,16 @@ impl Sender {
     }
 
     /// Sends one message until it is acknowledged, refused, or given up.
-    async fn deliver<F>(&self, what: &str, mut call: F) -> Result<()>
+    async fn deliver<'a, F>(&self, what: &str, mut call: F) -> Result<()>
     where
-        F: FnMut(
-            (FlightServiceClient<Channel>, Option<String>),
-        ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), Status>> + Send>>,
+        F: FnMut() -> std::pin::Pin<Box<dyn Future<Output = Result<(), Status>> + Send + 'a>>,
     {
         let start = tokio::time::Instant::now();
         let mut backoff = self.config.initial_backoff;
         let mut attempts = 0u32;
         loop {
             attempts += 1;
-            let outcome = match self.client().await {
-                Ok(c) => call((c, self.config.token.clone())).await,
-                Err(s) => Err(s),
-            };
+            let outcome = call().await;
             match outcome {
                 Ok(()) => {
                     *self.shared.status.lock().expect("status lock") = SenderStatus::Connected;
@@ -642,6 +643,7 @@ impl Sender {
                 Err(s) if s.code() == Code::AlreadyExists && attempts > 1 => return Ok(()),
                 Err(s) if transient(s.code()) => {
                     *self.client.lock().await = None;
+                    *self.put_connection.lock().await = None;
                     *self.shared.status.lock().expect("status lock") = SenderStatus::Retrying {
                         attempts,
                         last_error: s.message().to_string(),
@@ -685,85 +687,29 @@ fn with_token<T>(msg: T, token: &Option<String>) -> tonic::Request<T> {
     req
 }
 
-async fn action(
-    (mut client, token): (FlightServiceClient<Channel>, Option<String>),
-    kind: &'static str,
-    body: Vec<u8>,
-) -> Result<(), Status> {
-    let action = Action {
-        r#type: kind.into(),
-        body: body.into(),
-    };
-    let mut results = client
-        .do_action(with_token(action, &token))
-        .await?
-        .into_inner();
-    while results.message().await?.is_some() {}
-    Ok(())
-}
-
-async fn put_snapshot(
-    (mut client, token): (FlightServiceClient<Channel>, Option<String>),
-    header: SnapshotHeader,
-    values: Bytes,
-) -> Result<(), Status> {
-    let any = prost_types_any(serde_json::to_vec(&header).expect("json"));
-    let schema = Schema::new(vec![Field::new(VALUE_COLUMN, DataType::Float32, false)]);
-    let first = FlightData::from(SchemaAsIpc::new(&schema, &IpcWriteOptions::default()))
-        .with_descriptor(FlightDescriptor::new_cmd(any));
-    // One record batch per chunk; its body is a zero-copy slice of the queued values.
-    let chunk_bytes = CHUNK_VALUES * 4;
-    let batches = (0..values.len()).step_by(chunk_bytes).map(move |start| {
-        let end = (start + chunk_bytes).min(values.len());
-        FlightData::new()
-            .with_data_header(f32_batch_header((end - start) / 4))
-            .with_data_body(values.slice(start..end))
-    });
-    let stream = futures::stream::iter(std::iter::once(first).chain(batches));
-    let mut acks = client
-        .do_put(with_token(stream, &token))
-        .await?
-        .into_inner();
-    let ack = acks.try_next().await?;
-    if ack.is_none() {
-        return Err(Status::unknown(
-            "the daemon closed the stream without acknowledging",
-        ));
+impl Sender {
+    async fn action(&self, kind: &'static str, body: Vec<u8>) -> Result<(), Status> {
+        let mut client = self.client().await?;
+        let action = Action {
+            r#type: kind.into(),
+            body: body.into(),
+        };
+        let mut results = client
+            .do_action(with_token(action, &self.config.token))
+            .await?
+            .into_inner();
+        while results.message().await?.is_some() {}
+        Ok(())
     }
-    Ok(())
-}
 
-/// The Arrow IPC message header of a record batch of `rows` non-null f32 values in one column,
-/// the values at the start of the body (no validity buffer). Written here rather than by
-/// arrow's IPC writer, which would copy the values into a body of its own.
-fn f32_batch_header(rows: usize) -> Bytes {
-    use arrow::ipc::{
-        Buffer, FieldNode, MessageBuilder, MessageHeader, MetadataVersion, RecordBatchBuilder,
-    };
-    let body = (rows * 4) as i64;
-    let mut fbb = flatbuffers::FlatBufferBuilder::with_capacity(256);
-    let nodes = fbb.create_vector(&[FieldNode::new(rows as i64, 0)]);
-    let buffers = fbb.create_vector(&[Buffer::new(0, 0), Buffer::new(0, body)]);
-    let mut batch = RecordBatchBuilder::new(&mut fbb);
-    batch.add_length(rows as i64);
-    batch.add_nodes(nodes);
-    batch.add_buffers(buffers);
-    let batch = batch.finish();
-    let mut message = MessageBuilder::new(&mut fbb);
-    message.add_version(MetadataVersion::V5);
-    message.add_header_type(MessageHeader::RecordBatch);
-    message.add_header(batch.as_union_value());
-    message.add_bodyLength(body);
-    let message = message.finish();
-    fbb.finish(message, None);
-    Bytes::copy_from_slice(fbb.finished_data())
-}
-
-/// A protobuf `Any` with the snapshot type URL and a JSON value.
-fn prost_types_any(value: Vec<u8>) -> Vec<u8> {
-    arrow_flight::sql::Any {
-        type_url: SNAPSHOT_TYPE_URL.into(),
-        value: value.into(),
+    async fn put_snapshot(&self, header: &SnapshotHeader, values: Bytes) -> Result<(), Status> {
+        let connection = {
+            let mut cached = self.put_connection.lock().await;
+            match cached.as_ref() {
+                Some(c) => c.clone(),
+                None => cached.insert(self.put.connect().await?).clone(),
+            }
+        };
+        self.put.put_snapshot(connection, header, values).await
     }
-    .encode_to_vec()
 }
