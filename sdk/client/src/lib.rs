@@ -31,7 +31,7 @@ use std::time::Duration;
 use arrow_flight::Action;
 use arrow_flight::flight_service_client::FlightServiceClient;
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use lrid_protocol::{
     ACTION_CLOSE_RUN, ACTION_COMPLETE_POINT, ACTION_OPEN_RUN, CloseRun, CompletePoint,
     MAX_MESSAGE_BYTES, OpenRun, PROTOCOL_VERSION, SnapshotHeader,
@@ -95,8 +95,9 @@ pub struct RecorderConfig {
     /// reported as [`Error::Unreachable`]).
     pub give_up_after: Duration,
     /// Snapshots sent at once (at least 1): the daemon summarises one while the next crosses the
-    /// network. Actions (open, complete, close) and flushes wait for all of them, so the daemon
-    /// always sees a point's snapshots before its completion.
+    /// network. Opening, closing and flushes wait for all of them; a point's completion waits
+    /// for the snapshots queued before it, so the daemon always sees a point's snapshots before
+    /// its completion, while the next point's snapshots are already on their way.
     pub snapshots_in_flight: usize,
     /// Bytes of sent snapshots' buffers kept for reuse by the next `record_*` calls (at most
     /// `buffer_bytes` of them can be in use at once anyway). Reused buffers are already
@@ -129,8 +130,16 @@ pub enum SenderStatus {
 }
 
 enum Job {
+    /// Opening or closing the run: sent after everything before it, before anything after it.
     Action {
         kind: &'static str,
+        what: String,
+        body: Vec<u8>,
+    },
+    /// Completing a point: sent after everything before it; later snapshots (of other points)
+    /// do not wait for it.
+    Complete {
+        point: u32,
         what: String,
         body: Vec<u8>,
     },
@@ -227,6 +236,7 @@ impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Job::Action { kind, .. } => write!(f, "Action({kind})"),
+            Job::Complete { point, .. } => write!(f, "Complete({point})"),
             Job::Snapshot { header, .. } => write!(f, "Snapshot({})", header.layer.name),
             Job::Flush(_) => write!(f, "Flush"),
         }
@@ -476,8 +486,8 @@ impl Recorder {
             step,
         })
         .expect("json");
-        self.send(Job::Action {
-            kind: ACTION_COMPLETE_POINT,
+        self.send(Job::Complete {
+            point,
             what: format!("completing point {point} of run '{}'", self.run_id),
             body,
         })
@@ -535,6 +545,16 @@ struct Sender {
     put_connection: tokio::sync::Mutex<Option<h2::client::SendRequest<Bytes>>>,
 }
 
+/// Signalled when a snapshot or completion has been delivered (or given up).
+type Done = futures::future::Shared<oneshot::Receiver<()>>;
+
+/// What finished in the sender's set of work in flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sent {
+    Snapshot,
+    Completion,
+}
+
 fn transient(code: Code) -> bool {
     matches!(
         code,
@@ -549,17 +569,32 @@ fn transient(code: Code) -> bool {
 impl Sender {
     async fn run(self, mut rx: mpsc::UnboundedReceiver<Job>) {
         let this = &self;
+        // Snapshots being sent, and completions waiting for their snapshots (or being sent).
         let mut in_flight = futures::stream::FuturesUnordered::new();
+        let mut snapshots = 0usize;
+        // Signals of the snapshots and completions not yet known to be done, with their points.
+        let mut pending_snapshots: Vec<(u32, Done)> = Vec::new();
+        let mut pending_completions: Vec<(u32, Done)> = Vec::new();
+        let mut last_completion: Option<Done> = None;
         loop {
-            // Take the next job, collecting finished snapshots meanwhile.
+            // Take the next job, collecting finished work meanwhile.
             let job = tokio::select! {
                 job = rx.recv() => job,
-                Some(()) = in_flight.next(), if !in_flight.is_empty() => continue,
+                Some(kind) = in_flight.next(), if !in_flight.is_empty() => {
+                    snapshots -= usize::from(kind == Sent::Snapshot);
+                    continue;
+                }
             };
             let Some(job) = job else { break };
-            if !matches!(job, Job::Snapshot { .. }) {
+            if matches!(job, Job::Action { .. } | Job::Flush(_)) {
                 while in_flight.next().await.is_some() {}
+                snapshots = 0;
+                pending_snapshots.clear();
+                pending_completions.clear();
+                last_completion = None;
             }
+            pending_snapshots.retain(|(_, d)| d.peek().is_none());
+            pending_completions.retain(|(_, d)| d.peek().is_none());
             match job {
                 Job::Flush(done) => {
                     let _ = done.send(());
@@ -572,11 +607,51 @@ impl Sender {
                         this.report(e);
                     }
                 }
+                Job::Complete { point, what, body } => {
+                    // After every snapshot queued before it (and the previous completion), but
+                    // without holding back the snapshots queued after it: the next point's
+                    // values cross the network while this one completes.
+                    let before: Vec<Done> = pending_snapshots
+                        .iter()
+                        .map(|(_, d)| d.clone())
+                        .chain(last_completion.take())
+                        .collect();
+                    let (tx, done) = oneshot::channel();
+                    let done = done.shared();
+                    pending_completions.push((point, done.clone()));
+                    last_completion = Some(done);
+                    in_flight.push(Box::pin(async move {
+                        futures::future::join_all(before).await;
+                        let result = this
+                            .deliver(&what, || {
+                                Box::pin(this.action(ACTION_COMPLETE_POINT, body.clone()))
+                            })
+                            .await;
+                        if let Err(e) = result {
+                            this.report(e);
+                        }
+                        let _ = tx.send(());
+                        Sent::Completion
+                    }) as futures::future::BoxFuture<'_, Sent>);
+                }
                 Job::Snapshot { header, values } => {
-                    while in_flight.len() >= this.config.snapshots_in_flight.max(1) {
-                        in_flight.next().await;
+                    while snapshots >= this.config.snapshots_in_flight.max(1) {
+                        if in_flight.next().await == Some(Sent::Snapshot) {
+                            snapshots -= 1;
+                        }
                     }
-                    in_flight.push(async move {
+                    // A snapshot of a point whose completion is on its way goes after it (and
+                    // is refused, as it would have been when sent in order).
+                    let after: Vec<Done> = pending_completions
+                        .iter()
+                        .filter(|(p, _)| *p == header.point)
+                        .map(|(_, d)| d.clone())
+                        .collect();
+                    let (tx, done) = oneshot::channel();
+                    pending_snapshots.push((header.point, done.shared()));
+                    snapshots += 1;
+                    in_flight.push(Box::pin(async move {
+                        futures::future::join_all(after).await;
                         let bytes = values.len();
                         let what = format!(
                             "the {} snapshot of layer {} ({}) at point {}",
@@ -594,7 +669,9 @@ impl Sender {
                         if let Err(e) = result {
                             this.report(e);
                         }
-                    });
+                        let _ = tx.send(());
+                        Sent::Snapshot
+                    }));
                 }
             }
         }
