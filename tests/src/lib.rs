@@ -123,8 +123,7 @@ impl Daemon {
         if let Some(t) = &self.token {
             sql.args(["--token", t]);
         }
-        let out = sql.output()
-            .expect("run lrid sql");
+        let out = sql.output().expect("run lrid sql");
         assert!(
             out.status.success(),
             "lrid sql failed: {}",

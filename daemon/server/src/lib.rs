@@ -6,6 +6,7 @@
 //! `lrid sql`. Out: calls into the [`lrid_store::Store`], and query results as Arrow streams.
 //! Errors become Flight statuses in one place ([`status`]).
 
+mod put;
 mod service;
 mod snapshot;
 
@@ -87,6 +88,21 @@ pub fn status(e: lrid_store::Error) -> Status {
     }
 }
 
+/// The one check of the bearer token (`given`: the `authorization` header), for tonic's
+/// interceptor and the snapshot layer alike.
+pub(crate) fn authorize(token: Option<&str>, given: Option<&str>) -> Result<(), Status> {
+    let Some(token) = token else {
+        return Ok(());
+    };
+    if given.and_then(|v| v.strip_prefix("Bearer ")) == Some(token) {
+        Ok(())
+    } else {
+        Err(Status::unauthenticated(
+            "this lrid server needs 'authorization: Bearer <token>'",
+        ))
+    }
+}
+
 /// A query error: the user's mistake (InvalidArgument) or the server's (Internal).
 pub fn datafusion_status(e: datafusion::error::DataFusionError) -> Status {
     use datafusion::error::DataFusionError as D;
@@ -134,23 +150,19 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
         let token = self.config.token.clone();
         let check = move |req: Request<()>| -> Result<Request<()>, Status> {
-            let Some(token) = &token else {
-                return Ok(req);
-            };
             let given = req
                 .metadata()
                 .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "));
-            if given == Some(token.as_str()) {
-                Ok(req)
-            } else {
-                Err(Status::unauthenticated(
-                    "this lrid server needs 'authorization: Bearer <token>'",
-                ))
-            }
+                .and_then(|v| v.to_str().ok());
+            authorize(token.as_deref(), given)?;
+            Ok(req)
         };
         let max = self.config.max_message_bytes;
+        let snapshots = put::SnapshotPutLayer {
+            ingest: self.service.snapshot_ingest(),
+            token: self.config.token.clone(),
+            max_message: max,
+        };
         let server = FlightServiceServer::new(self.service)
             .max_decoding_message_size(max)
             .max_encoding_message_size(max);
@@ -181,6 +193,7 @@ impl Server {
             .initial_stream_window_size(Some(16 << 20))
             .initial_connection_window_size(Some(64 << 20))
             .max_frame_size(Some((1 << 24) - 1))
+            .layer(snapshots)
             .add_service(svc)
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await;

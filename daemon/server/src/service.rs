@@ -63,7 +63,7 @@ struct Prepared {
 #[derive(Clone)]
 pub struct LridFlightService {
     store: Arc<Store>,
-    values: Arc<ValuePool>,
+    ingest: Ingest,
     prepared: Arc<Mutex<HashMap<String, Prepared>>>,
 }
 
@@ -76,10 +76,18 @@ impl std::fmt::Debug for LridFlightService {
 impl LridFlightService {
     pub fn new(store: Arc<Store>) -> Self {
         Self {
+            ingest: Ingest {
+                store: store.clone(),
+                pool: Arc::default(),
+            },
             store,
-            values: Arc::default(),
             prepared: Arc::default(),
         }
+    }
+
+    /// What the snapshot layer in front of this service records through.
+    pub(crate) fn snapshot_ingest(&self) -> Ingest {
+        self.ingest.clone()
     }
 
     async fn plan(&self, query: &str, params: Option<&RecordBatch>) -> Result<DataFrame, Status> {
@@ -138,17 +146,44 @@ impl LridFlightService {
             .map_err(status)
     }
 
-    /// A snapshot `DoPut`: the header from the descriptor, the values from the batches.
+    /// A snapshot `DoPut` that reached tonic (a service mounted without
+    /// [`crate::put::SnapshotPutLayer`]): the header from the descriptor, the values from the
+    /// decoded messages.
     async fn ingest(
         &self,
         request: Request<PeekableFlightDataStream>,
         message: Any,
     ) -> Result<Response<BoxStream<PutResult>>, Status> {
-        let header: SnapshotHeader = serde_json::from_slice(&message.value).map_err(|e| {
-            Status::invalid_argument(format!("the snapshot header is not valid JSON: {e}"))
-        })?;
+        let header = parse_snapshot_header(&message.value)?;
         // The peekable stream still yields the first message (schema and descriptor).
-        let values = read_values(request.into_inner(), &header, &self.values).await?;
+        let values = read_values(request.into_inner(), &header, &self.ingest.pool).await?;
+        let result = self.ingest.record(header, values).await?;
+        Ok(Response::new(Box::pin(futures::stream::iter([Ok(result)]))))
+    }
+}
+
+/// The snapshot header a `DoPut` descriptor carries (JSON in a protobuf `Any`).
+pub(crate) fn parse_snapshot_header(json: &[u8]) -> Result<SnapshotHeader, Status> {
+    serde_json::from_slice(json).map_err(|e| {
+        Status::invalid_argument(format!("the snapshot header is not valid JSON: {e}"))
+    })
+}
+
+/// What a snapshot's values go through once read: statistics and durable storage.
+#[derive(Clone, Debug)]
+pub(crate) struct Ingest {
+    pub(crate) store: Arc<Store>,
+    pub(crate) pool: Arc<ValuePool>,
+}
+
+impl Ingest {
+    /// Summarises and stores a snapshot (on the blocking pool); the acknowledgement, once
+    /// it is durable. The value buffer goes back to the pool.
+    pub(crate) async fn record(
+        &self,
+        header: SnapshotHeader,
+        values: SnapshotValues,
+    ) -> Result<PutResult, Status> {
         let store = self.store.clone();
         let (ack, values) = tokio::task::spawn_blocking(move || {
             let ack = match &values {
@@ -159,13 +194,12 @@ impl LridFlightService {
         })
         .await
         .map_err(|e| Status::internal(format!("store task failed: {e}")))?;
-        self.values.give(values);
-        let result = PutResult {
+        self.pool.give(values);
+        Ok(PutResult {
             app_metadata: serde_json::to_vec(&ack.map_err(status)?)
                 .expect("ack")
                 .into(),
-        };
-        Ok(Response::new(Box::pin(futures::stream::iter([Ok(result)]))))
+        })
     }
 }
 

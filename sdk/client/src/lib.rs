@@ -632,7 +632,8 @@ impl Sender {
                         }
                         let _ = tx.send(());
                         Sent::Completion
-                    }) as futures::future::BoxFuture<'_, Sent>);
+                    })
+                        as futures::future::BoxFuture<'_, Sent>);
                 }
                 Job::Snapshot { header, values } => {
                     while snapshots >= this.config.snapshots_in_flight.max(1) {
