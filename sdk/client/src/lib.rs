@@ -114,7 +114,7 @@ impl RecorderConfig {
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
             give_up_after: Duration::from_secs(300),
-            snapshots_in_flight: 2,
+            snapshots_in_flight: 3,
             pool_bytes: 64 << 20,
         }
     }
