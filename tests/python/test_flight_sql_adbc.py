@@ -2,7 +2,6 @@
 pandas/polars/DuckDB users reach it. Statement queries, bound parameters, the metadata calls,
 and an error that names the problem."""
 
-import subprocess
 import warnings
 
 import adbc_driver_flightsql.dbapi as flight_sql
@@ -10,26 +9,11 @@ import adbc_driver_manager
 import pytest
 
 
-@pytest.fixture()
-def daemon(lrid_bin, tmp_path):
-    proc = subprocess.Popen(
-        [lrid_bin, "serve", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "data")],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    line = proc.stdout.readline()
-    assert line.startswith("lrid serve listening on "), line
-    addr = line.split()[4]
-    yield f"grpc://{addr}"
-    proc.terminate()
-    assert proc.wait(timeout=30) == 0
-
-
-def connect(url):
+def connect(addr):
     with warnings.catch_warnings():
         # Flight SQL has no transactions; the DB-API wrapper warns about autocommit.
         warnings.simplefilter("ignore")
-        return flight_sql.connect(url)
+        return flight_sql.connect(f"grpc://{addr}")
 
 
 def test_statements_parameters_and_metadata(daemon):

@@ -14,20 +14,6 @@ import pytest
 SNAPSHOT_TYPE_URL = "type.lrid.dev/lrid.v1.Snapshot"
 
 
-@pytest.fixture()
-def daemon(lrid_bin, tmp_path):
-    proc = subprocess.Popen(
-        [lrid_bin, "serve", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "data")],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    line = proc.stdout.readline()
-    assert line.startswith("lrid serve listening on "), line
-    yield line.split()[4]
-    proc.terminate()
-    assert proc.wait(timeout=30) == 0
-
-
 def protobuf_any(type_url: str, value: bytes) -> bytes:
     """A protobuf `Any` (field 1: type_url, field 2: value), encoded by hand."""
 

@@ -670,6 +670,29 @@ mod tests {
         .unwrap()
     }
 
+    fn f64_batch(v: Vec<f64>) -> RecordBatch {
+        RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new(
+                VALUE_COLUMN,
+                DataType::Float64,
+                false,
+            )])),
+            vec![Arc::new(Float64Array::from(v))],
+        )
+        .unwrap()
+    }
+
+    /// `r` is a refusal with `code` whose message says `text`.
+    fn expect_refusal(r: Result<SnapshotValues, Status>, code: tonic::Code, text: &str) {
+        let s = r.expect_err(text);
+        assert_eq!(s.code(), code, "{s:?}");
+        assert!(
+            s.message().contains(text),
+            "{:?} should say {text:?}",
+            s.message()
+        );
+    }
+
     #[test]
     fn batches_are_joined_in_order_for_both_widths() {
         let a = f32_batch((0..5).map(|i| Some(i as f32)).collect());
@@ -678,15 +701,7 @@ mod tests {
             SnapshotValues::F32(v) => assert_eq!(v, (0..12).map(|i| i as f32).collect::<Vec<_>>()),
             other => panic!("{other:?}"),
         }
-        let wide = RecordBatch::try_new(
-            Arc::new(Schema::new(vec![Field::new(
-                VALUE_COLUMN,
-                DataType::Float64,
-                false,
-            )])),
-            vec![Arc::new(Float64Array::from(vec![0.5, -1.25, 3.0]))],
-        )
-        .unwrap();
+        let wide = f64_batch(vec![0.5, -1.25, 3.0]);
         match read(messages(vec![wide]), 3).unwrap() {
             SnapshotValues::F64(v) => assert_eq!(v, vec![0.5, -1.25, 3.0]),
             other => panic!("{other:?}"),
@@ -695,15 +710,7 @@ mod tests {
 
     #[test]
     fn malformed_messages_are_refused_naming_the_problem() {
-        let expect = |r: Result<SnapshotValues, Status>, text: &str| {
-            let s = r.expect_err(text);
-            assert_eq!(s.code(), tonic::Code::InvalidArgument, "{s:?}");
-            assert!(
-                s.message().contains(text),
-                "{:?} should say {text:?}",
-                s.message()
-            );
-        };
+        let expect = |r, text| expect_refusal(r, tonic::Code::InvalidArgument, text);
         expect(
             read(messages(vec![f32_batch(vec![Some(1.0), None, None])]), 3),
             "2 null value(s)",
@@ -766,15 +773,7 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
-        let wide = RecordBatch::try_new(
-            Arc::new(Schema::new(vec![Field::new(
-                VALUE_COLUMN,
-                DataType::Float64,
-                false,
-            )])),
-            vec![Arc::new(Float64Array::from(vec![0.5, -1.25, 3.0]))],
-        )
-        .unwrap();
+        let wide = f64_batch(vec![0.5, -1.25, 3.0]);
         let bytes = wire(&messages(vec![wide])[1..]);
         for piece in [1, 3, 1000] {
             match feed(&bytes, piece, 3, true).unwrap() {
@@ -806,15 +805,7 @@ mod tests {
     #[test]
     fn malformed_wire_bytes_are_refused_naming_the_problem() {
         let good = wire(&messages(vec![f32_batch(vec![Some(1.0); 16])])[1..]);
-        let expect = |r: Result<SnapshotValues, Status>, code: tonic::Code, text: &str| {
-            let s = r.expect_err(text);
-            assert_eq!(s.code(), code, "{s:?}");
-            assert!(
-                s.message().contains(text),
-                "{:?} should say {text:?}",
-                s.message()
-            );
-        };
+        let expect = expect_refusal;
         // Cut anywhere inside the message: the stream ended inside it.
         for cut in [1, 5, 6, 30, good.len() - 1] {
             expect(
