@@ -734,12 +734,16 @@ mod tests {
 
     /// The gRPC wire bytes of these messages (what a client sends), without the schema message.
     fn wire(msgs: &[FlightData]) -> Vec<u8> {
-        let mut out = Vec::new();
-        for m in msgs {
-            out.push(0);
-            out.extend_from_slice(&(m.encoded_len() as u32).to_be_bytes());
-            out.extend_from_slice(&m.encode_to_vec());
-        }
+        msgs.iter()
+            .flat_map(|m| grpc_frame(&m.encode_to_vec()))
+            .collect()
+    }
+
+    /// One gRPC message: the uncompressed flag, the big-endian length, the protobuf bytes.
+    fn grpc_frame(message: &[u8]) -> Vec<u8> {
+        let mut out = vec![0];
+        out.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        out.extend_from_slice(message);
         out
     }
 
@@ -791,9 +795,7 @@ mod tests {
         let mut message = Vec::new();
         prost::encoding::bytes::encode(1000, b, &mut message);
         prost::encoding::bytes::encode(2, h, &mut message);
-        let mut bytes = vec![0];
-        bytes.extend_from_slice(&(message.len() as u32).to_be_bytes());
-        bytes.extend_from_slice(&message);
+        let bytes = grpc_frame(&message);
         for piece in [1, 4, 1000] {
             match feed(&bytes, piece, 3, false).unwrap() {
                 SnapshotValues::F32(v) => assert_eq!(v, vec![1.5, -2.0, 4.0]),
@@ -840,9 +842,7 @@ mod tests {
         // A message with a body but no IPC header.
         let mut message = Vec::new();
         prost::encoding::bytes::encode(1000, &Bytes::from(vec![0u8; 8]), &mut message);
-        let mut headless = vec![0];
-        headless.extend_from_slice(&(message.len() as u32).to_be_bytes());
-        headless.extend_from_slice(&message);
+        let headless = grpc_frame(&message);
         expect(
             feed(&headless, 3, 16, false),
             tonic::Code::InvalidArgument,

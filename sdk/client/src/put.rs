@@ -208,7 +208,13 @@ async fn read_ack(response: http::Response<h2::RecvStream>) -> Result<(), Status
         return Err(http_status(head.status));
     }
     if let Some(status) = Status::from_header_map(&head.headers) {
-        return ok_or(status);
+        // A status in the head ends the call before any message: a refusal (status 0 there
+        // would mean nothing was acknowledged).
+        return Err(if status.code() == Code::Ok {
+            not_acknowledged()
+        } else {
+            status
+        });
     }
     let mut received = BytesMut::new();
     let mut messages = 0usize;
@@ -232,22 +238,13 @@ async fn read_ack(response: http::Response<h2::RecvStream>) -> Result<(), Status
         None => Err(Status::unknown(
             "the daemon ended the DoPut response without a gRPC status",
         )),
-        Some(_) if messages == 0 => Err(Status::unknown(
-            "the daemon closed the stream without acknowledging",
-        )),
+        Some(_) if messages == 0 => Err(not_acknowledged()),
         Some(_) => Ok(()),
     }
 }
 
-fn ok_or(status: Status) -> Result<(), Status> {
-    if status.code() == Code::Ok {
-        // A head with status 0 and no message: nothing was acknowledged.
-        Err(Status::unknown(
-            "the daemon closed the stream without acknowledging",
-        ))
-    } else {
-        Err(status)
-    }
+fn not_acknowledged() -> Status {
+    Status::unknown("the daemon closed the stream without acknowledging")
 }
 
 /// An HTTP status other than 200 as gRPC's HTTP-to-gRPC mapping says.
