@@ -5,7 +5,9 @@
 //! ([`RuleInstance`]), and a listing with why a file was refused ([`PluginHost::list`]).
 //!
 //! Loading: every `.so` is hashed; a new or changed file is copied to a unique path in the
-//! host's cache folder and loaded from there (the original can be replaced at any time); its
+//! host's cache folder, loaded from there, and the copy is unlinked as soon as it is mapped (the
+//! mapping keeps it alive, so the original can be replaced at any time and nothing is left on
+//! disk, even by a process that is killed); its
 //! ABI version symbol and stated torch version are checked before anything else is called. A
 //! changed file is loaded beside the old one: runs already using the old version keep it (each
 //! [`RuleInstance`] holds its plugin), new runs get the new one. Libraries are never unloaded
@@ -104,7 +106,7 @@ pub struct Plugin {
     pub kind: PluginKind,
     /// The file in the plugins folder it came from.
     pub file: PathBuf,
-    /// The private copy it was loaded from.
+    /// The private copy it was loaded from (unlinked once mapped).
     pub loaded_from: PathBuf,
     pub content_hash: u64,
     info: &'static PluginInfo,
@@ -274,7 +276,12 @@ impl PluginHost {
             .cache
             .join(format!("{stem}-{hash:016x}-{}-{n}.so", std::process::id()));
         std::fs::write(&copy, bytes).map_err(io(&copy))?;
-        let library = unsafe { libloading::Library::new(&copy) }.map_err(|e| Error::Load {
+        let library = unsafe { libloading::Library::new(&copy) };
+        // Mapped (or refused): the file itself is not needed any more.
+        if let Err(e) = std::fs::remove_file(&copy) {
+            tracing::warn!(copy = %copy.display(), "cannot remove a plugin's private copy: {e}");
+        }
+        let library = library.map_err(|e| Error::Load {
             file: file.to_path_buf(),
             reason: e.to_string(),
         })?;

@@ -25,7 +25,7 @@ fn built(name: &str) -> PathBuf {
 }
 
 struct Folder {
-    _tmp: tempfile::TempDir,
+    tmp: tempfile::TempDir,
     plugins: PathBuf,
     host: Arc<PluginHost>,
 }
@@ -37,10 +37,17 @@ fn folder(libs: &[(&str, &str)]) -> Folder {
     for (lib, file) in libs {
         std::fs::copy(built(lib), plugins.join(file)).unwrap();
     }
-    Folder {
-        _tmp: tmp,
-        plugins,
-        host,
+    Folder { tmp, plugins, host }
+}
+
+impl Folder {
+    /// The private copies are unlinked once mapped (or refused): none is left in the cache.
+    fn assert_no_copies_left(&self) {
+        let left: Vec<_> = std::fs::read_dir(self.tmp.path().join("cache"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 }
 
@@ -94,6 +101,7 @@ fn built_in_rules_load_and_are_listed() {
             ("sgdm".into(), "learning-rule", "1.0.0".into()),
         ]
     );
+    f.assert_no_copies_left();
     // A second scan of unchanged files loads nothing.
     assert_eq!(f.host.rescan().unwrap(), Default::default());
     let e = f.host.rule("nope").unwrap_err().to_string();
@@ -141,6 +149,7 @@ fn wrong_abi_and_broken_files_are_refused_and_the_rest_still_loads() {
         "{}",
         why("junk.so")
     );
+    f.assert_no_copies_left();
     // The same broken content is not retried on every scan; new content is.
     assert!(f.host.rescan().unwrap().refused.is_empty());
     std::fs::copy(built("lrid_rule_adam"), f.plugins.join("junk.so")).unwrap();
