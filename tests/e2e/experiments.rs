@@ -25,17 +25,27 @@ fn plugins_dir(root: &Path, libs: &[(&str, &str)]) -> std::path::PathBuf {
     dir
 }
 
+fn lrid_command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(lrid_bin());
+    cmd.args(args).env("RUST_LOG", "warn");
+    cmd
+}
+
 fn lrid(args: &[&str]) -> Output {
-    Command::new(lrid_bin())
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run lrid")
+    lrid_command(args).output().expect("run lrid")
 }
 
 /// `lrid` with the arguments of a command line (split on whitespace: no argument holds a space).
 fn lrid_line(line: &str) -> Output {
     lrid(&line.split_whitespace().collect::<Vec<_>>())
+}
+
+/// [`lrid_line`] with its temporary folder (`TMPDIR`) in `tmpdir`.
+fn lrid_line_in(line: &str, tmpdir: &Path) -> Output {
+    lrid_command(&line.split_whitespace().collect::<Vec<_>>())
+        .env("TMPDIR", tmpdir)
+        .output()
+        .expect("run lrid")
 }
 
 fn text(out: &Output) -> String {
@@ -151,12 +161,18 @@ fn train_refuses_what_it_cannot_do_with_a_message_naming_it() {
     let daemon = Daemon::start(&tmp.path().join("data"), &[]);
     let url = daemon.url();
     let plugins = plugins.to_str().unwrap().to_string();
+    // Every refused run cleans up its temporary files (the plugins' private copies) on the way out.
+    let tmpdir = tmp.path().join("tmp");
+    std::fs::create_dir(&tmpdir).unwrap();
     let base = |arch: &str, rule: &str, server: &str, device: &str| {
-        lrid_line(&format!(
-            "train --arch {arch} --task shapes --rule {rule} --batch-size 4 --epochs 1 \
-             --train-examples 8 --points 2 --eval-examples 4 --resolution 16 --width 0.25 \
-             --server {server} --device {device} --plugins-dir {plugins} --quiet"
-        ))
+        lrid_line_in(
+            &format!(
+                "train --arch {arch} --task shapes --rule {rule} --batch-size 4 --epochs 1 \
+                 --train-examples 8 --points 2 --eval-examples 4 --resolution 16 --width 0.25 \
+                 --server {server} --device {device} --plugins-dir {plugins} --quiet"
+            ),
+            &tmpdir,
+        )
     };
     let cases = [
         (
@@ -206,8 +222,13 @@ fn train_refuses_what_it_cannot_do_with_a_message_naming_it() {
         "{}",
         text(&out)
     );
-    // Nothing was stored by the refused runs.
+    // Nothing was stored by the refused runs, and nothing was left in their temporary folder.
     assert!(daemon.sql("SELECT run_id FROM runs").is_empty());
+    let left: Vec<_> = std::fs::read_dir(&tmpdir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }
 
 /// A sweep file over a small KNet.

@@ -96,3 +96,14 @@ fn init_tracing() {
         .with_writer(std::io::stderr)
         .init();
 }
+
+/// A temporary folder for the plugin host's private copies of libraries in a one-shot command
+/// (`lrid train`, `lrid plugins`); removed when dropped, on every exit path. The copies
+/// themselves are unlinked as soon as they are mapped.
+fn plugin_cache(prefix: &str) -> anyhow::Result<tempfile::TempDir> {
+    use anyhow::Context;
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .context("cannot create a temporary folder for plugin libraries")
+}

@@ -32,14 +32,13 @@ pub fn run(args: &PluginsArgs) -> Result<()> {
         anyhow::bail!("the plugins folder {} does not exist", dir.display());
     }
     lrid_torch::init();
-    let cache = std::env::temp_dir().join(format!("lrid-plugins-{}", std::process::id()));
-    let host = PluginHost::new(&dir, &cache)?;
+    let cache = crate::plugin_cache("lrid-plugins-")?;
+    let host = PluginHost::new(&dir, cache.path())?;
     let scanned = host
         .rescan()
         .with_context(|| format!("cannot scan {}", dir.display()));
     let listing = host.list();
     let refused = host.refused();
-    std::fs::remove_dir_all(&cache).ok();
     scanned?;
     println!("{:<26} {:<14} {:<9} file", "name", "kind", "version");
     for p in &listing {

@@ -160,14 +160,14 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             dir.display()
         );
     }
-    let cache = std::env::temp_dir().join(format!("lrid-train-{}", std::process::id()));
-    let host = PluginHost::new(&dir, &cache)?;
+    let cache = crate::plugin_cache("lrid-train-")?;
+    let host = PluginHost::new(&dir, cache.path())?;
     host.rescan()
         .with_context(|| format!("cannot scan {}", dir.display()))?;
     let plugin = host.rule(&args.rule)?;
     let mut rule = plugin.instantiate(&rule_config)?;
-    // The library stays mapped; its private copy is not needed any more.
-    std::fs::remove_dir_all(&cache).ok();
+    // The library stays mapped; the folder of its private copy is not needed any more.
+    drop(cache);
 
     // Unseeded runs draw their seeds here, so the stored hyperparameters reproduce the run.
     let model_seed = args.model_seed.unwrap_or_else(lrid_trainer::draw_seed);
