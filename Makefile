@@ -31,7 +31,10 @@ $(VENV)/.ready: Makefile
 
 venv: $(VENV)/.ready
 
+# A cold build writes ~2.2 GB under target/; a full disk shows up only as a linker crash (SIGBUS).
 build: venv
+	@free=$$(df -Pk $(CURDIR) | awk 'NR==2 {print int($$4 / 1048576)}'); \
+	if [ "$$free" -lt 4 ]; then echo "warning: only $$free GiB free on the disk of $(CURDIR); a cold build needs ~3 GiB under target/" >&2; fi
 	$(CARGO) build --release --workspace
 
 # The built-in learning rules, into the default plugins folder of `lrid serve`.
