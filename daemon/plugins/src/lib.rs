@@ -6,15 +6,14 @@
 //!
 //! Loading: every `.so` is hashed; a new or changed file is copied to a unique path in the
 //! host's cache folder, loaded from there, and the copy is unlinked as soon as it is mapped (the
-//! mapping keeps it alive, so the original can be replaced at any time and nothing is left on
-//! disk, even by a process that is killed); its
-//! ABI version symbol and stated torch version are checked before anything else is called. A
-//! changed file is loaded beside the old one: runs already using the old version keep it (each
-//! [`RuleInstance`] holds its plugin), new runs get the new one. Libraries are never unloaded
-//! (unloading code that libtorch or the Rust runtime may still reference is not safe), so a
-//! version costs its mapping until the process exits. A broken or refused file is reported and
-//! skipped; it never takes the host down. [`PluginHost::rescan`] is idempotent, so file-system
-//! events are only hints to call it ([`PluginHost::watch`]).
+//! mapping keeps it alive): the original can be replaced at any time, and a process killed later
+//! leaves no copy on disk. Its ABI version symbol and stated torch version are checked before
+//! anything else is called. A changed file is loaded beside the old one: runs already using the
+//! old version keep it (each [`RuleInstance`] holds its plugin), new runs get the new one.
+//! Libraries are never unloaded (unloading code that libtorch or the Rust runtime may still
+//! reference is not safe), so a version costs its mapping until the process exits. A broken or
+//! refused file is reported and skipped; it never takes the host down. [`PluginHost::rescan`]
+//! is idempotent, so file-system events are only hints to call it ([`PluginHost::watch`]).
 
 use std::collections::BTreeMap;
 use std::ffi::{CStr, CString, c_void};
