@@ -2,6 +2,7 @@
 //! and a small ResNet into a real daemon; `lrid sweep` with an embedded daemon, a failing cell,
 //! resume; a rule dropped into a running daemon's plugins folder used by a sweep.
 
+use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -427,12 +428,29 @@ fn a_rule_dropped_into_a_running_daemon_is_used_by_a_sweep_without_a_restart() {
     );
     assert!(daemon.sql("SELECT run_id FROM runs").is_empty());
 
-    // Built separately (plugins/examples), dropped into the watched folder.
-    std::fs::copy(
-        plugin_lib("lrid_rule_sign_symmetry"),
-        plugins.join("sign-symmetry.so"),
-    )
-    .unwrap();
+    // Built separately (plugins/examples), dropped into the watched folder the way a slow copy
+    // does it: the daemon sees the first tenth (the dynamic loader, given it, kills the process
+    // with SIGBUS) and refuses it without loading it; then the rest arrives.
+    let library = std::fs::read(plugin_lib("lrid_rule_sign_symmetry")).unwrap();
+    let mut dropped = std::fs::File::create(plugins.join("sign-symmetry.so")).unwrap();
+    dropped.write_all(&library[..library.len() / 10]).unwrap();
+    dropped.sync_all().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let refused = daemon.sql(
+            "SELECT status FROM plugins WHERE file LIKE '%sign-symmetry.so' AND status LIKE 'refused:%truncated%'",
+        );
+        if !refused.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not see the partial file"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    dropped.write_all(&library[library.len() / 10..]).unwrap();
+    drop(dropped);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let loaded =

@@ -4,11 +4,12 @@
 //! plugins by name ([`PluginHost::rule`]), learning-rule instances with a safe interface
 //! ([`RuleInstance`]), and a listing with why a file was refused ([`PluginHost::list`]).
 //!
-//! Loading: every `.so` is hashed; a new or changed file is copied to a unique path in the
-//! host's cache folder, loaded from there, and the copy is unlinked as soon as it is mapped (the
-//! mapping keeps it alive): the original can be replaced at any time, and a process killed later
-//! leaves no copy on disk. Its ABI version symbol and stated torch version are checked before
-//! anything else is called. A changed file is loaded beside the old one: runs already using the
+//! Loading: every `.so` is hashed; a new or changed file is checked to be a whole ELF shared
+//! library for this machine (the dynamic loader trusts the headers, and a file still being
+//! copied in would crash it), copied to a unique path in the host's cache folder, loaded from
+//! there, and the copy is unlinked as soon as it is mapped (the mapping keeps it alive): the
+//! original can be replaced at any time, and a process killed later leaves no copy on disk. Its
+//! ABI version symbol and stated torch version are checked before anything else is called. A changed file is loaded beside the old one: runs already using the
 //! old version keep it (each [`RuleInstance`] holds its plugin), new runs get the new one.
 //! Libraries are never unloaded (unloading code that libtorch or the Rust runtime may still
 //! reference is not safe), so a version costs its mapping until the process exits. A broken or
@@ -182,6 +183,53 @@ fn c_str(p: *const std::ffi::c_char) -> String {
     unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
 }
 
+/// Checks that `bytes` are a whole ELF shared library for this machine, before the dynamic
+/// loader sees them. The loader trusts the file's headers: a truncated file (one still being
+/// copied into the watched folder, say) either crashes the process with SIGBUS when a mapped
+/// page lies past its end, or loads with code missing.
+fn check_library(bytes: &[u8]) -> std::result::Result<(), String> {
+    use object::elf;
+    use object::read::elf::{ElfFile64, FileHeader, ProgramHeader, SectionHeader};
+    let file = ElfFile64::<object::Endianness>::parse(bytes).map_err(|e| {
+        format!(
+            "not a whole 64-bit ELF file ({e}): not a library, truncated, or still being written"
+        )
+    })?;
+    let endian = file.endian();
+    let header = file.elf_header();
+    let kind = header.e_type(endian);
+    if kind != elf::ET_DYN {
+        return Err(format!("an ELF file of type {kind}, not a shared library"));
+    }
+    let machine = header.e_machine(endian);
+    let ours = match std::env::consts::ARCH {
+        "x86_64" => Some(elf::EM_X86_64),
+        "aarch64" => Some(elf::EM_AARCH64),
+        _ => None,
+    };
+    if ours.is_some_and(|ours| ours != machine) {
+        return Err(format!(
+            "built for ELF machine {machine}, not for this machine ({})",
+            std::env::consts::ARCH
+        ));
+    }
+    let cut = |what: &str, i: usize| {
+        format!(
+            "{what} {i} runs past the end of the file ({} bytes): truncated, or still being written",
+            bytes.len()
+        )
+    };
+    for (i, segment) in file.elf_program_headers().iter().enumerate() {
+        segment
+            .data(endian, bytes)
+            .map_err(|()| cut("segment", i))?;
+    }
+    for (i, section) in file.elf_section_table().iter().enumerate() {
+        section.data(endian, bytes).map_err(|_| cut("section", i))?;
+    }
+    Ok(())
+}
+
 /// `2.11.0+cu130` → `2.11.0`: local build tags (CPU, CUDA flavour) share the C++ ABI.
 fn release(version: &str) -> &str {
     version.split('+').next().unwrap_or(version)
@@ -268,6 +316,10 @@ impl PluginHost {
     }
 
     fn load(&self, file: &Path, bytes: &[u8], hash: u64, state: &State) -> Result<Plugin> {
+        check_library(bytes).map_err(|reason| Error::Load {
+            file: file.to_path_buf(),
+            reason,
+        })?;
         // A private copy: the original may be rewritten while (or after) it is mapped.
         let stem = file.file_stem().unwrap_or_default().to_string_lossy();
         let n = self.copies.fetch_add(1, Ordering::Relaxed);
@@ -396,9 +448,14 @@ impl PluginHost {
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
                 // Reading a file to hash it is itself an access event: reacting to those
-                // would rescan forever.
+                // would rescan forever. A file closed after writing is the one access that
+                // counts: its content is whole now.
+                use notify::event::{AccessKind, AccessMode, EventKind};
                 match event {
-                    Ok(e) if !matches!(e.kind, notify::EventKind::Access(_)) => {}
+                    Ok(e)
+                        if !matches!(e.kind, EventKind::Access(_))
+                            || e.kind
+                                == EventKind::Access(AccessKind::Close(AccessMode::Write)) => {}
                     _ => return,
                 }
                 if let Some(host) = host.upgrade() {

@@ -157,6 +157,35 @@ fn wrong_abi_and_broken_files_are_refused_and_the_rest_still_loads() {
 }
 
 #[test]
+fn a_truncated_library_is_refused_before_the_loader_sees_it_and_loads_once_whole() {
+    // A plugin being copied into the folder is seen part-written. The dynamic loader trusts the
+    // headers: given the first 10 % of a library it crashed the process (SIGBUS), given 30 % to
+    // 99 % it loaded it with code missing.
+    let f = folder(&[]);
+    let whole = std::fs::read(built("lrid_rule_sgdm")).unwrap();
+    let target = f.plugins.join("sgdm.so");
+    for percent in [0, 1, 10, 30, 50, 90, 99] {
+        let len = (whole.len() * percent / 100).max(1);
+        std::fs::write(&target, &whole[..len]).unwrap();
+        let report = f.host.rescan().unwrap();
+        assert!(report.loaded.is_empty(), "{percent} %: {report:?}");
+        let refused = f.host.refused();
+        assert_eq!(refused.len(), 1, "{percent} %: {refused:?}");
+        let why = &refused[0].1;
+        assert!(
+            why.contains("cannot be loaded as a library") && why.contains("truncated"),
+            "{percent} %: {why}"
+        );
+    }
+    f.assert_no_copies_left();
+    // The rest of the bytes arrive: the same file is loaded.
+    std::fs::write(&target, &whole).unwrap();
+    assert_eq!(f.host.rescan().unwrap().loaded, ["sgdm"]);
+    assert!(f.host.refused().is_empty());
+    rule(&f.host, "sgdm", serde_json::json!({}));
+}
+
+#[test]
 fn a_panicking_plugin_is_an_error_for_its_run_only() {
     let f = folder(&[
         ("lrid_testing_panicking", "panicking.so"),
