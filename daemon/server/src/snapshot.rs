@@ -762,6 +762,23 @@ mod tests {
         reader.finish()
     }
 
+    /// Fed in pieces of each size in `pieces`, `bytes` give exactly `want`.
+    fn assert_read_in_pieces(bytes: &[u8], pieces: &[usize], want: SnapshotValues) {
+        let (rows, f64) = match &want {
+            SnapshotValues::F32(v) => (v.len(), false),
+            SnapshotValues::F64(v) => (v.len(), true),
+        };
+        for &piece in pieces {
+            let got = feed(bytes, piece, rows as u64, f64).unwrap();
+            let same = match (&got, &want) {
+                (SnapshotValues::F32(a), SnapshotValues::F32(b)) => a == b,
+                (SnapshotValues::F64(a), SnapshotValues::F64(b)) => a == b,
+                _ => false,
+            };
+            assert!(same, "pieces of {piece}: {got:?}, want {want:?}");
+        }
+    }
+
     #[test]
     fn wire_bytes_in_pieces_of_any_size_give_the_values_in_order() {
         let a = f32_batch((0..5).map(|i| Some(i as f32 * 0.5)).collect());
@@ -771,20 +788,15 @@ mod tests {
         msgs[2].app_metadata = vec![7; 13].into();
         let bytes = wire(&msgs[1..]);
         let want: Vec<f32> = (0..1000).map(|i| i as f32 * 0.5).collect();
-        for piece in [1, 2, 3, 5, 7, 64, 4093, usize::MAX] {
-            match feed(&bytes, piece.min(bytes.len()), 1000, false).unwrap() {
-                SnapshotValues::F32(v) => assert_eq!(v, want, "pieces of {piece}"),
-                other => panic!("{other:?}"),
-            }
-        }
+        let pieces = [1, 2, 3, 5, 7, 64, 4093, usize::MAX];
+        assert_read_in_pieces(&bytes, &pieces, SnapshotValues::F32(want));
         let wide = f64_batch(vec![0.5, -1.25, 3.0]);
         let bytes = wire(&messages(vec![wide])[1..]);
-        for piece in [1, 3, 1000] {
-            match feed(&bytes, piece, 3, true).unwrap() {
-                SnapshotValues::F64(v) => assert_eq!(v, vec![0.5, -1.25, 3.0]),
-                other => panic!("{other:?}"),
-            }
-        }
+        assert_read_in_pieces(
+            &bytes,
+            &[1, 3, 1000],
+            SnapshotValues::F64(vec![0.5, -1.25, 3.0]),
+        );
     }
 
     #[test]
@@ -796,12 +808,11 @@ mod tests {
         prost::encoding::bytes::encode(1000, b, &mut message);
         prost::encoding::bytes::encode(2, h, &mut message);
         let bytes = grpc_frame(&message);
-        for piece in [1, 4, 1000] {
-            match feed(&bytes, piece, 3, false).unwrap() {
-                SnapshotValues::F32(v) => assert_eq!(v, vec![1.5, -2.0, 4.0]),
-                other => panic!("{other:?}"),
-            }
-        }
+        assert_read_in_pieces(
+            &bytes,
+            &[1, 4, 1000],
+            SnapshotValues::F32(vec![1.5, -2.0, 4.0]),
+        );
     }
 
     #[test]
