@@ -1,16 +1,21 @@
 //! # lrid-plugins
 //!
 //! The plugin host. In: a plugins folder of `.so` files built with `lrid-plugin`. Out: loaded
-//! plugins by name ([`PluginHost::rule`]), learning-rule instances with a safe interface
-//! ([`RuleInstance`]), and a listing with why a file was refused ([`PluginHost::list`]).
+//! plugins by name and kind ([`PluginHost::rule`], [`PluginHost::classifier`]), learning-rule
+//! instances ([`RuleInstance`]) and classifier data and models ([`ClassifierData`],
+//! [`ClassifierModel`]) with safe interfaces, and a listing with why a file was refused
+//! ([`PluginHost::list`]).
 //!
 //! Loading: every `.so` is hashed; a new or changed file is checked to be a whole ELF shared
 //! library for this machine (the dynamic loader trusts the headers, and a file still being
 //! copied in would crash it), copied to a unique path in the host's cache folder, loaded from
 //! there, and the copy is unlinked as soon as it is mapped (the mapping keeps it alive): the
 //! original can be replaced at any time, and a process killed later leaves no copy on disk. Its
-//! ABI version symbol and stated torch version are checked before anything else is called. A changed file is loaded beside the old one: runs already using the
-//! old version keep it (each [`RuleInstance`] holds its plugin), new runs get the new one.
+//! ABI version symbol (any of `MIN_ABI_VERSION..=ABI_VERSION`), kind and stated torch version
+//! (a plugin that links no libtorch states none and is not tied to one) are checked before
+//! anything else is called. A changed file is loaded beside the old one: work already using the
+//! old version keeps it (each [`RuleInstance`], [`ClassifierData`] and [`ClassifierModel`]
+//! holds its plugin), new work gets the new one.
 //! Libraries are never unloaded (unloading code that libtorch or the Rust runtime may still
 //! reference is not safe), so a version costs its mapping until the process exits. A broken or
 //! refused file is reported and skipped; it never takes the host down. [`PluginHost::rescan`]
@@ -24,9 +29,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use lrid_plugin::{
-    ABI_VERSION, ABI_VERSION_SYMBOL, C_tensor, ENTRY_SYMBOL, ErrorBuf, LayerSpec, MAX_EXTRA,
-    PluginInfo, PluginKind, RuleVTable, STATUS_OK, TORCH_VERSION,
+    ABI_VERSION, ABI_VERSION_SYMBOL, C_tensor, ENTRY_SYMBOL, ErrorBuf, KIND_CLASSIFIER,
+    KIND_LEARNING_RULE, LayerSpec, MAX_EXTRA, MIN_ABI_VERSION, PluginInfo, RuleVTable, STATUS_OK,
+    STATUS_UNSUPPORTED, TORCH_VERSION,
 };
+
+mod classifier;
+pub use classifier::{ClassifierData, ClassifierModel, argmax};
 use tch::Tensor;
 
 /// `[plugins]` of `lrid.toml`.
@@ -58,13 +67,27 @@ pub enum Error {
     #[error("{file}: not an lrid plugin: it does not export '{symbol}'")]
     NotAPlugin { file: PathBuf, symbol: String },
     #[error(
-        "{file}: built for plugin ABI version {found}, this lrid speaks version {expected}; rebuild it against this lrid's lrid-plugin crate"
+        "{file}: built for plugin ABI version {found}, this lrid speaks versions {min} to {max}; rebuild it against this lrid's lrid-plugin crate"
     )]
     Abi {
         file: PathBuf,
         found: u32,
-        expected: u32,
+        min: u32,
+        max: u32,
     },
+    #[error(
+        "{file}: plugin '{plugin}' is of kind {kind}, which this lrid does not know (known: 1 = learning rule, 2 = classifier{v1})"
+    )]
+    Kind {
+        file: PathBuf,
+        plugin: String,
+        kind: u32,
+        v1: &'static str,
+    },
+    #[error(
+        "{file}: learning rule '{plugin}' states no torch version; a learning rule links libtorch and must state the one it was built against"
+    )]
+    NoTorch { file: PathBuf, plugin: String },
     #[error(
         "{file}: plugin '{plugin}' was built against torch {built}, this lrid runs torch {running}; tensors cannot cross between them — rebuild it against torch {running}"
     )]
@@ -82,12 +105,22 @@ pub enum Error {
     },
     #[error("no learning rule named '{name}' is loaded (loaded: {loaded})")]
     UnknownRule { name: String, loaded: String },
+    #[error("no classifier named '{name}' is loaded (loaded: {loaded})")]
+    UnknownClassifier { name: String, loaded: String },
     #[error("learning rule '{plugin}' failed in {call}: {message}")]
     Rule {
         plugin: String,
         call: &'static str,
         message: String,
     },
+    #[error("classifier '{plugin}' failed in {call}: {message}")]
+    Classifier {
+        plugin: String,
+        call: &'static str,
+        message: String,
+    },
+    #[error("classifier '{plugin}' does not support {call}")]
+    Unsupported { plugin: String, call: &'static str },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -103,7 +136,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
 pub struct Plugin {
     pub name: String,
     pub version: String,
-    pub kind: PluginKind,
+    /// [`KIND_LEARNING_RULE`], [`KIND_CLASSIFIER`].
+    pub kind: u32,
     /// The file in the plugins folder it came from.
     pub file: PathBuf,
     /// The private copy it was loaded from (unlinked once mapped).
@@ -343,11 +377,12 @@ impl PluginHost {
         let abi = unsafe { library.get::<*const u32>(ABI_VERSION_SYMBOL) }
             .map_err(|_| missing(ABI_VERSION_SYMBOL))?;
         let found = unsafe { **abi };
-        if found != ABI_VERSION {
+        if !(MIN_ABI_VERSION..=ABI_VERSION).contains(&found) {
             return Err(Error::Abi {
                 file: file.to_path_buf(),
                 found,
-                expected: ABI_VERSION,
+                min: MIN_ABI_VERSION,
+                max: ABI_VERSION,
             });
         }
         let entry = unsafe {
@@ -356,15 +391,41 @@ impl PluginHost {
         .map_err(|_| missing(ENTRY_SYMBOL))?;
         let info: &'static PluginInfo = unsafe { &*entry() };
         let name = c_str(info.name);
-        let built = c_str(info.torch_version);
-        let running = lrid_torch::init().version.clone();
-        if release(&built) != release(&running) || release(&built) != TORCH_VERSION {
-            return Err(Error::Torch {
+        // Version 1 knew learning rules only (the same layout, the kind as a 1).
+        let known = match found {
+            1 => info.kind == KIND_LEARNING_RULE,
+            _ => lrid_plugin::kind_name(info.kind).is_some(),
+        };
+        if !known || info.vtable.is_null() {
+            return Err(Error::Kind {
                 file: file.to_path_buf(),
                 plugin: name,
-                built,
-                running,
+                kind: info.kind,
+                v1: if found == 1 {
+                    "; ABI version 1 had learning rules only"
+                } else {
+                    ""
+                },
             });
+        }
+        if info.torch_version.is_null() {
+            if info.kind == KIND_LEARNING_RULE {
+                return Err(Error::NoTorch {
+                    file: file.to_path_buf(),
+                    plugin: name,
+                });
+            }
+        } else {
+            let built = c_str(info.torch_version);
+            let running = lrid_torch::init().version.clone();
+            if release(&built) != release(&running) || release(&built) != TORCH_VERSION {
+                return Err(Error::Torch {
+                    file: file.to_path_buf(),
+                    plugin: name,
+                    built,
+                    running,
+                });
+            }
         }
         if let Some((other, _)) = state
             .by_file
@@ -397,9 +458,7 @@ impl PluginHost {
             .values()
             .map(|p| Listing {
                 name: p.name.clone(),
-                kind: match p.kind {
-                    PluginKind::LearningRule => "learning-rule",
-                },
+                kind: lrid_plugin::kind_name(p.kind).unwrap_or("unknown"),
                 version: p.version.clone(),
                 file: p.file.clone(),
                 content_hash: p.content_hash,
@@ -421,23 +480,46 @@ impl PluginHost {
 
     /// The current version of learning rule `name`.
     pub fn rule(&self, name: &str) -> Result<Arc<Plugin>> {
+        self.find(name, KIND_LEARNING_RULE)
+            .map_err(|loaded| Error::UnknownRule {
+                name: name.to_string(),
+                loaded,
+            })
+    }
+
+    /// The current version of classifier `name`.
+    pub fn classifier(&self, name: &str) -> Result<Arc<Plugin>> {
+        self.find(name, KIND_CLASSIFIER)
+            .map_err(|loaded| Error::UnknownClassifier {
+                name: name.to_string(),
+                loaded,
+            })
+    }
+
+    /// Every loaded plugin of `kind`, by name.
+    pub fn of_kind(&self, kind: u32) -> Vec<Arc<Plugin>> {
         let state = self.state.lock().expect("plugin host lock");
-        state
+        let mut found: Vec<Arc<Plugin>> = state
             .by_file
             .values()
-            .find(|p| p.name == name && p.kind == PluginKind::LearningRule)
+            .filter(|p| p.kind == kind)
             .cloned()
-            .ok_or_else(|| {
-                let loaded: Vec<&str> = state.by_file.values().map(|p| p.name.as_str()).collect();
-                Error::UnknownRule {
-                    name: name.to_string(),
-                    loaded: if loaded.is_empty() {
-                        "none".into()
-                    } else {
-                        loaded.join(", ")
-                    },
-                }
-            })
+            .collect();
+        found.sort_by(|a, b| a.name.cmp(&b.name));
+        found
+    }
+
+    /// The plugin `name` of `kind`, or the names of that kind that are loaded.
+    fn find(&self, name: &str, kind: u32) -> std::result::Result<Arc<Plugin>, String> {
+        if let Some(p) = self.of_kind(kind).into_iter().find(|p| p.name == name) {
+            return Ok(p);
+        }
+        let loaded: Vec<String> = self.of_kind(kind).iter().map(|p| p.name.clone()).collect();
+        Err(if loaded.is_empty() {
+            "none".into()
+        } else {
+            loaded.join(", ")
+        })
     }
 
     /// Re-scans whenever the folder changes (events are hints; every scan compares content),
@@ -480,8 +562,15 @@ impl PluginHost {
 }
 
 impl Plugin {
+    /// The learning-rule vtable; only for a plugin of that kind (checked when loaded).
     fn vtable(&self) -> &'static RuleVTable {
-        unsafe { &*self.info.rule }
+        assert_eq!(self.kind, KIND_LEARNING_RULE, "not a learning rule");
+        unsafe { &*(self.info.vtable as *const RuleVTable) }
+    }
+
+    /// The name of this plugin's kind.
+    pub fn kind_name(&self) -> &'static str {
+        lrid_plugin::kind_name(self.kind).unwrap_or("unknown")
     }
 
     /// A new instance of this learning rule with JSON hyperparameters.
@@ -498,22 +587,37 @@ impl Plugin {
     }
 }
 
-/// Calls a vtable function with an error buffer; a failure becomes [`Error::Rule`].
+/// Calls a learning rule's vtable function with an error buffer; a failure becomes
+/// [`Error::Rule`].
 fn call(plugin: &str, name: &'static str, f: impl FnOnce(*mut ErrorBuf) -> i32) -> Result<()> {
+    call_with(f).map_err(|message| Error::Rule {
+        plugin: plugin.to_string(),
+        call: name,
+        message: message.unwrap_or_else(|| "not supported".into()),
+    })
+}
+
+/// Calls a vtable function with an error buffer: `Err(Some(message))` when it failed,
+/// `Err(None)` when it answered [`STATUS_UNSUPPORTED`].
+fn call_with(f: impl FnOnce(*mut ErrorBuf) -> i32) -> std::result::Result<(), Option<String>> {
     let mut bytes = vec![0u8; 4096];
     let mut err = ErrorBuf {
         buf: bytes.as_mut_ptr(),
         cap: bytes.len(),
         len: 0,
     };
-    if f(&mut err) == STATUS_OK {
-        return Ok(());
+    match f(&mut err) {
+        STATUS_OK => Ok(()),
+        STATUS_UNSUPPORTED => Err(None),
+        _ => {
+            let message = String::from_utf8_lossy(&bytes[..err.len.min(bytes.len())]);
+            Err(Some(if message.is_empty() {
+                "failed without a message".into()
+            } else {
+                message.into_owned()
+            }))
+        }
     }
-    Err(Error::Rule {
-        plugin: plugin.to_string(),
-        call: name,
-        message: String::from_utf8_lossy(&bytes[..err.len.min(bytes.len())]).into_owned(),
-    })
 }
 
 fn handle(t: &Tensor) -> *mut C_tensor {

@@ -140,7 +140,7 @@ fn wrong_abi_and_broken_files_are_refused_and_the_rest_still_loads() {
     };
     assert!(
         why("future.so").contains("plugin ABI version 999")
-            && why("future.so").contains("speaks version 1"),
+            && why("future.so").contains("speaks versions 1 to 2"),
         "{}",
         why("future.so")
     );
@@ -513,4 +513,147 @@ fn a_rule_dropped_into_a_watched_folder_is_usable_at_once() {
         "dL/dx = g·sign(W)",
     );
     assert_eq!(f.host.list().len(), 2);
+}
+
+/// A row-major matrix of two well separated classes (8 rows each) over `cols` columns.
+fn two_clusters(cols: usize) -> (Vec<f64>, Vec<u32>) {
+    let mut x = Vec::new();
+    let mut y = Vec::new();
+    for i in 0..16 {
+        let class = (i % 2) as u32;
+        for j in 0..cols {
+            x.push(f64::from(class) * 10.0 + (i * cols + j) as f64 * 0.01);
+        }
+        y.push(class);
+    }
+    (x, y)
+}
+
+#[test]
+fn classifiers_load_beside_rules_and_are_called_through_arrow_arrays() {
+    use lrid_plugin::FeatureLayout;
+    let f = folder(&[
+        ("lrid_rule_sgdm", "sgdm.so"),
+        ("lrid_classifier_knn", "knn.so"),
+        ("lrid_classifier_random_forest", "random-forest.so"),
+        ("lrid_testing_failing_classifier", "failing.so"),
+    ]);
+    let report = f.host.rescan().unwrap();
+    assert_eq!(report.loaded.len(), 4, "{report:?}");
+    let kinds: Vec<(String, &str)> = f
+        .host
+        .list()
+        .into_iter()
+        .map(|l| (l.name, l.kind))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("knn".to_string(), "classifier"),
+            ("random-forest".into(), "classifier"),
+            ("sgdm".into(), "learning-rule"),
+            ("testing-failing".into(), "classifier"),
+        ]
+    );
+    // Kinds do not mix: a classifier is not a rule, and the other way round.
+    let e = f.host.rule("knn").unwrap_err().to_string();
+    assert!(
+        e.contains("no learning rule named 'knn'") && e.contains("sgdm"),
+        "{e}"
+    );
+    let e = f.host.classifier("sgdm").unwrap_err().to_string();
+    assert!(
+        e.contains("no classifier named 'sgdm'")
+            && e.contains("knn, random-forest, testing-failing"),
+        "{e}"
+    );
+
+    let (x, y) = two_clusters(4);
+    let layout = FeatureLayout::default();
+    for name in ["knn", "random-forest"] {
+        let plugin = f.host.classifier(name).unwrap();
+        assert!(plugin.can_save(), "{name}");
+        assert!(!plugin.grid("fast").unwrap().is_empty());
+        let data = plugin.prepare(x.clone(), 4, layout).unwrap();
+        let rows: Vec<u32> = (0..16).collect();
+        let model = data
+            .fit(&serde_json::json!({"seed": 1}), &rows, &y, 2)
+            .unwrap();
+        // The data can go; the model stands alone.
+        drop(data);
+        assert_eq!(model.predict(x.clone(), 4, layout).unwrap(), y, "{name}");
+        let p = model.predict_proba(x.clone(), 4, layout).unwrap();
+        assert_eq!(p.len(), 32);
+        let saved = model.save().unwrap();
+        let back = plugin.load_model(&saved, 2).unwrap();
+        assert_eq!(
+            back.predict_proba(x.clone(), 4, layout).unwrap(),
+            p,
+            "{name}"
+        );
+        let e = plugin.load_model(b"garbage", 2).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("classifier '{name}' failed in load")),
+            "{e}"
+        );
+        // A configuration the plugin does not know is its error, with the key.
+        let data = plugin.prepare(x.clone(), 4, layout).unwrap();
+        let e = data
+            .fit(&serde_json::json!({"bogus": 1}), &rows, &y, 2)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown configuration key 'bogus'"), "{e}");
+        // A matrix of the wrong width, or labels out of range, are refused.
+        assert!(model.predict(vec![0.0; 6], 3, layout).is_err());
+        assert!(
+            data.fit(&serde_json::json!({}), &rows, &[5; 16], 2)
+                .is_err()
+        );
+    }
+    let rf = f.host.classifier("random-forest").unwrap();
+    let model = rf
+        .prepare(x.clone(), 4, layout)
+        .unwrap()
+        .fit(
+            &serde_json::json!({"n_estimators": 7}),
+            &(0..16).collect::<Vec<_>>(),
+            &y,
+            2,
+        )
+        .unwrap();
+    let imp = model
+        .importances()
+        .unwrap()
+        .expect("a forest has importances");
+    assert_eq!(imp.len(), 7, "one row per tree");
+    assert!(imp.iter().all(|t| t.len() == 4));
+    let knn = f.host.classifier("knn").unwrap();
+    let model = knn
+        .prepare(x.clone(), 4, layout)
+        .unwrap()
+        .fit(&serde_json::json!({}), &(0..16).collect::<Vec<_>>(), &y, 2)
+        .unwrap();
+    assert!(model.importances().unwrap().is_none(), "knn has none");
+
+    // A panic in a classifier is an error of that call; the host goes on.
+    let failing = f.host.classifier("testing-failing").unwrap();
+    assert!(!failing.can_save());
+    let data = failing.prepare(x.clone(), 4, layout).unwrap();
+    let e = data
+        .fit(&serde_json::json!({}), &[0, 1], &[0, 1], 2)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("classifier 'testing-failing' failed in fit: the plugin panicked: deliberate panic in fit"),
+        "{e}"
+    );
+    let e = data
+        .fit(&serde_json::json!({"fail": true}), &[0, 1], &[0, 1], 2)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("refuses to fit"), "{e}");
+    let e = failing.load_model(b"x", 2).unwrap_err().to_string();
+    assert!(e.contains("does not support load"), "{e}");
+    assert!(f.host.classifier("knn").is_ok(), "the host still serves");
+    f.assert_no_copies_left();
 }

@@ -1,18 +1,22 @@
 //! # lrid-plugin
 //!
-//! The plugin ABI of lrid, and what makes writing a learning-rule plugin short. In: a type that
-//! implements [`LearningRule`]. Out: a `cdylib` exporting two C symbols — the ABI version
-//! ([`ABI_VERSION_SYMBOL`]) and an entry point ([`ENTRY_SYMBOL`]) returning a [`PluginInfo`] with
-//! a `#[repr(C)]` [`RuleVTable`] — that `lrid` loads from its plugins folder.
+//! The plugin ABI of lrid, and what makes writing a plugin short. In: a type that implements
+//! [`LearningRule`] (feature `torch`, on by default) or [`Classifier`]. Out: a `cdylib`
+//! exporting two C symbols — the ABI version ([`ABI_VERSION_SYMBOL`]) and an entry point
+//! ([`ENTRY_SYMBOL`]) returning a [`PluginInfo`] — that `lrid` loads from its plugins folder.
 //!
-//! Tensors cross the boundary as libtorch tensor handles (`*mut C_tensor` of `torch-sys`): host
-//! and plugin link the same libtorch, and the plugin states the torch version it was built
-//! against ([`TORCH_VERSION`]); the host refuses a mismatch. A handle passed *in* is borrowed
-//! (the plugin takes a shallow clone); a handle passed *out* is owned by the receiver.
+//! The ABI is kind-neutral: [`PluginInfo`] carries a plain integer kind ([`KIND_LEARNING_RULE`],
+//! [`KIND_CLASSIFIER`]) and one pointer to the vtable of that kind ([`RuleVTable`],
+//! [`ClassifierVTable`]). A host reads `kind` as an integer and refuses kinds it does not know;
+//! it accepts every ABI version from [`MIN_ABI_VERSION`] to [`ABI_VERSION`] (version 1 had the
+//! same [`PluginInfo`] layout and only learning rules). A plugin that links libtorch states the
+//! torch version it was built against ([`PluginInfo::torch_version`]; the host refuses a
+//! mismatch); one that does not (a classifier on plain Arrow arrays) leaves it null and is not
+//! tied to any torch version — build it with `default-features = false`.
 //!
-//! Every vtable function is `extern "C-unwind"`, runs the rule inside `catch_unwind`, and
-//! reports a panic or an error as status [`STATUS_ERROR`] with the message in an [`ErrorBuf`]:
-//! a failing rule fails its run, never the daemon.
+//! Every vtable function is `extern "C-unwind"`, runs the plugin's code inside `catch_unwind`
+//! ([`guard`]), and reports a panic or an error as status [`STATUS_ERROR`] with the message in an
+//! [`ErrorBuf`]: a failing plugin fails the call, never the daemon.
 //!
 //! ```ignore
 //! struct Sgdm(lrid_plugin::SgdMomentum);
@@ -27,21 +31,35 @@
 
 use std::ffi::{c_char, c_void};
 
-pub use tch;
-use tch::Tensor;
-pub use torch_sys::C_tensor;
+pub mod classifier;
+pub use classifier::{
+    CAP_IMPORTANCES, CAP_SAVE, Classifier, ClassifierVTable, FeatureLayout, Matrix, OwnedMatrix,
+};
 
+#[cfg(feature = "torch")]
 mod ops;
+#[cfg(feature = "torch")]
 mod optim;
-pub use ops::{draw_like, fa_forward, information_alignment_loss, plain_forward};
+#[cfg(feature = "torch")]
+mod rule;
+#[cfg(feature = "torch")]
+pub use ops::{draw_like, fa_forward, information_alignment_loss};
+#[cfg(feature = "torch")]
 pub use optim::{Adam, SgdMomentum};
+#[cfg(feature = "torch")]
+pub use rule::*;
+#[cfg(feature = "torch")]
+pub use tch;
 
-/// Version of this ABI; a plugin built for another is refused.
-pub const ABI_VERSION: u32 = 1;
-/// The libtorch version plugins built with this crate link (tch 0.24 ↔ PyTorch 2.11.0).
-pub const TORCH_VERSION: &str = "2.11.0";
-/// [`TORCH_VERSION`] for [`PluginInfo::torch_version`].
-pub const TORCH_VERSION_C: &std::ffi::CStr = c"2.11.0";
+pub use arrow;
+pub use serde_json;
+
+/// Version of this ABI. Version 2 made the ABI kind-neutral (integer kind, one vtable pointer)
+/// and added classifiers; a version-1 library (a learning rule) has the same [`PluginInfo`]
+/// layout and still loads.
+pub const ABI_VERSION: u32 = 2;
+/// The oldest ABI version a host built with this crate loads.
+pub const MIN_ABI_VERSION: u32 = 1;
 /// Exported `u32` static holding the plugin's [`ABI_VERSION`].
 pub const ABI_VERSION_SYMBOL: &[u8] = b"lrid_plugin_abi_version";
 /// Exported `extern "C-unwind" fn() -> *const PluginInfo`.
@@ -51,25 +69,38 @@ pub const ENTRY_SYMBOL: &[u8] = b"lrid_plugin_entry";
 pub const STATUS_OK: i32 = 0;
 /// Status of a vtable call: failed (or panicked); the message is in the [`ErrorBuf`].
 pub const STATUS_ERROR: i32 = 1;
+/// Status of a vtable call: the plugin does not offer this optional operation.
+pub const STATUS_UNSUPPORTED: i32 = 2;
 
-/// What a plugin provides.
-#[repr(u32)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PluginKind {
-    LearningRule = 1,
+/// [`PluginInfo::kind`]: a learning rule; `vtable` points to a `RuleVTable`.
+pub const KIND_LEARNING_RULE: u32 = 1;
+/// [`PluginInfo::kind`]: a classifier; `vtable` points to a [`ClassifierVTable`].
+pub const KIND_CLASSIFIER: u32 = 2;
+
+/// The name of a plugin kind, as `lrid plugins` and the `plugins` table show it.
+pub fn kind_name(kind: u32) -> Option<&'static str> {
+    match kind {
+        KIND_LEARNING_RULE => Some("learning-rule"),
+        KIND_CLASSIFIER => Some("classifier"),
+        _ => None,
+    }
 }
 
 /// What the entry point returns; lives as long as the library (static data).
 #[repr(C)]
-#[allow(missing_debug_implementations)] // raw pointers and function pointers of the ABI
+#[allow(missing_debug_implementations)] // raw pointers of the ABI
 pub struct PluginInfo {
     pub abi_version: u32,
-    pub kind: PluginKind,
+    /// [`KIND_LEARNING_RULE`], [`KIND_CLASSIFIER`], …: says what `vtable` points to.
+    pub kind: u32,
     /// NUL-terminated UTF-8.
     pub name: *const c_char,
     pub version: *const c_char,
+    /// The libtorch release the plugin links (NUL-terminated), or null for a plugin that uses
+    /// no libtorch.
     pub torch_version: *const c_char,
-    pub rule: *const RuleVTable,
+    /// The vtable of `kind` (static data).
+    pub vtable: *const c_void,
 }
 
 // Static, immutable data.
@@ -77,7 +108,7 @@ unsafe impl Sync for PluginInfo {}
 
 /// Where a failing call writes its message (UTF-8, truncated to `cap`).
 #[repr(C)]
-#[allow(missing_debug_implementations)] // raw pointers and function pointers of the ABI
+#[allow(missing_debug_implementations)] // raw pointers of the ABI
 pub struct ErrorBuf {
     pub buf: *mut u8,
     pub cap: usize,
@@ -99,144 +130,7 @@ impl ErrorBuf {
     }
 }
 
-/// How an observed layer computes (the op is the rule's to route gradients through).
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LayerSpec {
-    /// Index among the network's observed layers.
-    pub index: u32,
-    pub kind: LayerKind,
-    pub stride: [i64; 2],
-    /// Zero padding before (top, left) — and after, plus `padding_extra`.
-    pub padding: [i64; 2],
-    /// Extra zero padding after (bottom, right): TF "SAME" pads asymmetrically (e.g. a 4×4
-    /// kernel at stride 1 pads 1 before and 2 after). Usually 0.
-    pub padding_extra: [i64; 2],
-}
-
-impl LayerSpec {
-    /// A dense layer.
-    pub const fn dense(index: u32) -> Self {
-        Self {
-            index,
-            kind: LayerKind::Dense,
-            stride: [1, 1],
-            padding: [0, 0],
-            padding_extra: [0, 0],
-        }
-    }
-
-    /// A conv layer with symmetric padding.
-    pub const fn conv(index: u32, stride: i64, padding: i64) -> Self {
-        Self {
-            index,
-            kind: LayerKind::Conv,
-            stride: [stride, stride],
-            padding: [padding, padding],
-            padding_extra: [0, 0],
-        }
-    }
-}
-
-#[repr(u32)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LayerKind {
-    /// `y = x Wᵀ + b`, W `[out, in]` (tch layout).
-    Dense = 0,
-    /// `y = conv2d(x, W) + b`, W OIHW.
-    Conv = 1,
-}
-
-/// Most extra tensors a rule keeps per layer.
-pub const MAX_EXTRA: usize = 4;
-
-/// A per-layer call of the vtable (`forward`, `local_loss`): the layer's input `x`, kernel,
-/// nullable bias and extra tensors in; one owned tensor handle (or null) out.
-pub type LayerFn = unsafe extern "C-unwind" fn(
-    state: *mut c_void,
-    spec: *const LayerSpec,
-    x: *mut C_tensor,
-    weight: *mut C_tensor,
-    bias: *mut C_tensor,
-    extra: *const *mut C_tensor,
-    n_extra: usize,
-    out: *mut *mut C_tensor,
-    err: *mut ErrorBuf,
-) -> i32;
-
-/// The learning-rule vtable. `state` is the rule instance made by `create`.
-#[repr(C)]
-#[allow(missing_debug_implementations)] // raw pointers and function pointers of the ABI
-pub struct RuleVTable {
-    /// `config`: NUL-terminated JSON (hyperparameters). Writes the instance to `out`.
-    pub create: unsafe extern "C-unwind" fn(
-        config: *const c_char,
-        out: *mut *mut c_void,
-        err: *mut ErrorBuf,
-    ) -> i32,
-    pub destroy: unsafe extern "C-unwind" fn(state: *mut c_void),
-    /// A layer's extra trainable tensors (e.g. feedback weights), made from its kernel `weight`:
-    /// up to [`MAX_EXTRA`] owned handles written to `out`, their number to `n`.
-    pub init_layer: unsafe extern "C-unwind" fn(
-        state: *mut c_void,
-        spec: *const LayerSpec,
-        weight: *mut C_tensor,
-        out: *mut *mut C_tensor,
-        n: *mut usize,
-        err: *mut ErrorBuf,
-    ) -> i32,
-    /// The layer's output before its activation (bias included); `bias` may be null.
-    pub forward: LayerFn,
-    /// The layer's local loss for this training step (a scalar), or null in `out` for none.
-    pub local_loss: LayerFn,
-    /// Updates `params` in place from their gradients; the same order on every call.
-    pub step: unsafe extern "C-unwind" fn(
-        state: *mut c_void,
-        params: *const *mut C_tensor,
-        n: usize,
-        lr: f64,
-        err: *mut ErrorBuf,
-    ) -> i32,
-}
-
-/// A learning rule, written in safe Rust; [`export_rule!`] turns it into a plugin.
-pub trait LearningRule: Send + Sized {
-    fn new(config: &serde_json::Value) -> Result<Self, String>;
-
-    /// Extra trainable tensors of a layer (none by default).
-    fn init_layer(&mut self, _spec: &LayerSpec, _weight: &Tensor) -> Result<Vec<Tensor>, String> {
-        Ok(Vec::new())
-    }
-
-    /// The layer's output before its activation; plain backprop by default.
-    fn forward(
-        &mut self,
-        spec: &LayerSpec,
-        x: &Tensor,
-        weight: &Tensor,
-        bias: Option<&Tensor>,
-        _extra: &[Tensor],
-    ) -> Result<Tensor, String> {
-        plain_forward(spec, x, weight, bias)
-    }
-
-    /// A local loss added to the task loss (none by default).
-    fn local_loss(
-        &mut self,
-        _spec: &LayerSpec,
-        _x: &Tensor,
-        _weight: &Tensor,
-        _bias: Option<&Tensor>,
-        _extra: &[Tensor],
-    ) -> Result<Option<Tensor>, String> {
-        Ok(None)
-    }
-
-    /// Updates every parameter (kernels, biases, extra tensors, …) from its `.grad`.
-    fn step(&mut self, params: &[Tensor], lr: f64) -> Result<(), String>;
-}
-
-/// A number from a rule's JSON configuration, `default` when absent.
+/// A number from a plugin's JSON configuration, `default` when absent.
 pub fn config_f64(config: &serde_json::Value, key: &str, default: f64) -> Result<f64, String> {
     match config.get(key) {
         None | Some(serde_json::Value::Null) => Ok(default),
@@ -246,7 +140,7 @@ pub fn config_f64(config: &serde_json::Value, key: &str, default: f64) -> Result
     }
 }
 
-/// A boolean from a rule's JSON configuration, `default` when absent.
+/// A boolean from a plugin's JSON configuration, `default` when absent.
 pub fn config_bool(config: &serde_json::Value, key: &str, default: bool) -> Result<bool, String> {
     match config.get(key) {
         None | Some(serde_json::Value::Null) => Ok(default),
@@ -254,6 +148,67 @@ pub fn config_bool(config: &serde_json::Value, key: &str, default: bool) -> Resu
             .as_bool()
             .ok_or_else(|| format!("configuration key '{key}' must be true or false; got {v}")),
     }
+}
+
+/// A non-negative integer from a plugin's JSON configuration, `default` when absent.
+pub fn config_usize(
+    config: &serde_json::Value,
+    key: &str,
+    default: usize,
+) -> Result<usize, String> {
+    match config.get(key) {
+        None | Some(serde_json::Value::Null) => Ok(default),
+        Some(v) => v.as_u64().map(|n| n as usize).ok_or_else(|| {
+            format!("configuration key '{key}' must be a non-negative integer; got {v}")
+        }),
+    }
+}
+
+/// A string from a plugin's JSON configuration, `default` when absent.
+pub fn config_str<'a>(
+    config: &'a serde_json::Value,
+    key: &str,
+    default: &'a str,
+) -> Result<&'a str, String> {
+    match config.get(key) {
+        None | Some(serde_json::Value::Null) => Ok(default),
+        Some(v) => v
+            .as_str()
+            .ok_or_else(|| format!("configuration key '{key}' must be a string; got {v}")),
+    }
+}
+
+/// Refuses keys of a JSON configuration object that the plugin does not know, and a
+/// configuration that is not an object.
+pub fn config_known_keys(config: &serde_json::Value, known: &[&str]) -> Result<(), String> {
+    let Some(object) = config.as_object() else {
+        return Err(format!(
+            "the configuration must be a JSON object; got {config}"
+        ));
+    };
+    for key in object.keys() {
+        if !known.contains(&key.as_str()) {
+            return Err(format!(
+                "unknown configuration key '{key}' (known: {})",
+                known.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Parses a NUL-terminated JSON configuration; empty text is `{}`.
+///
+/// # Safety
+/// `text` must be a valid NUL-terminated string.
+pub unsafe fn parse_config(text: *const c_char, what: &str) -> Result<serde_json::Value, String> {
+    let text = unsafe { std::ffi::CStr::from_ptr(text) }
+        .to_str()
+        .map_err(|e| format!("the {what}'s configuration is not UTF-8: {e}"))?;
+    if text.trim().is_empty() {
+        return Ok(serde_json::Value::Object(Default::default()));
+    }
+    serde_json::from_str(text).map_err(|e| format!("the {what}'s configuration is not JSON: {e}"))
 }
 
 /// Runs `f`, turning an error or a panic into [`STATUS_ERROR`] with its message.
@@ -278,277 +233,4 @@ pub unsafe fn guard(err: *mut ErrorBuf, f: impl FnOnce() -> Result<(), String>) 
         unsafe { e.write(&message) };
     }
     STATUS_ERROR
-}
-
-/// The borrowed inputs of a [`LayerFn`] call.
-#[derive(Debug, Clone, Copy)]
-pub struct LayerArgs {
-    pub state: *mut c_void,
-    pub spec: *const LayerSpec,
-    pub x: *mut C_tensor,
-    pub weight: *mut C_tensor,
-    pub bias: *mut C_tensor,
-    pub extra: *const *mut C_tensor,
-    pub n_extra: usize,
-}
-
-/// The body of a [`LayerFn`] for rule type `R`: borrows the tensors, runs `f` under [`guard`],
-/// hands the result out (null for `None`).
-///
-/// # Safety
-/// `args` must hold a live `R` instance and live handles; `out` and `err` must be valid.
-pub unsafe fn layer_call<R>(
-    args: LayerArgs,
-    out: *mut *mut C_tensor,
-    err: *mut ErrorBuf,
-    f: impl FnOnce(
-        &mut R,
-        &LayerSpec,
-        &Tensor,
-        &Tensor,
-        Option<&Tensor>,
-        &[Tensor],
-    ) -> Result<Option<Tensor>, String>,
-) -> i32 {
-    unsafe {
-        guard(err, || {
-            let rule = &mut *(args.state as *mut R);
-            let result = f(
-                rule,
-                &*args.spec,
-                &borrow_tensor(args.x),
-                &borrow_tensor(args.weight),
-                borrow_optional(args.bias).as_ref(),
-                &borrow_all(args.extra, args.n_extra),
-            )?;
-            *out = result.map_or(std::ptr::null_mut(), into_handle);
-            Ok(())
-        })
-    }
-}
-
-/// A layer's first extra tensor: the feedback weights of FA-style rules.
-pub fn feedback_weights<'a>(spec: &LayerSpec, extra: &'a [Tensor]) -> Result<&'a Tensor, String> {
-    extra.first().ok_or_else(|| {
-        format!(
-            "layer {}: no feedback weights (init_layer was not called)",
-            spec.index
-        )
-    })
-}
-
-/// A borrowed handle as a tensor (a shallow clone; the caller keeps its own).
-///
-/// # Safety
-/// `p` must be a live tensor handle.
-pub unsafe fn borrow_tensor(p: *mut C_tensor) -> Tensor {
-    unsafe { Tensor::clone_from_ptr(p) }
-}
-
-/// A nullable borrowed handle.
-///
-/// # Safety
-/// `p` must be null or a live tensor handle.
-pub unsafe fn borrow_optional(p: *mut C_tensor) -> Option<Tensor> {
-    (!p.is_null()).then(|| unsafe { borrow_tensor(p) })
-}
-
-/// `n` borrowed handles.
-///
-/// # Safety
-/// `p` must point to `n` live tensor handles (or `n` must be 0).
-pub unsafe fn borrow_all(p: *const *mut C_tensor, n: usize) -> Vec<Tensor> {
-    if n == 0 {
-        return Vec::new();
-    }
-    unsafe { std::slice::from_raw_parts(p, n) }
-        .iter()
-        .map(|&t| unsafe { borrow_tensor(t) })
-        .collect()
-}
-
-/// Hands a tensor to the other side: the receiver owns the returned handle.
-pub fn into_handle(mut t: Tensor) -> *mut C_tensor {
-    let p = t.as_mut_ptr();
-    std::mem::forget(t);
-    p
-}
-
-/// Exports a [`LearningRule`] as a plugin: the ABI version symbol, the entry point, the vtable.
-#[macro_export]
-macro_rules! export_rule {
-    ($rule:ty, name = $name:literal, version = $version:literal) => {
-        mod __lrid_plugin_export {
-            use super::*;
-            use std::ffi::{c_char, c_void};
-            use $crate::{C_tensor, ErrorBuf, LayerSpec, LearningRule};
-
-            #[unsafe(no_mangle)]
-            pub static lrid_plugin_abi_version: u32 = $crate::ABI_VERSION;
-
-            unsafe extern "C-unwind" fn create(
-                config: *const c_char,
-                out: *mut *mut c_void,
-                err: *mut ErrorBuf,
-            ) -> i32 {
-                unsafe {
-                    $crate::guard(err, || {
-                        let text = std::ffi::CStr::from_ptr(config)
-                            .to_str()
-                            .map_err(|e| format!("the rule's configuration is not UTF-8: {e}"))?;
-                        let value: $crate::serde_json::Value = if text.trim().is_empty() {
-                            $crate::serde_json::Value::Object(Default::default())
-                        } else {
-                            $crate::serde_json::from_str(text)
-                                .map_err(|e| format!("the rule's configuration is not JSON: {e}"))?
-                        };
-                        let rule = <$rule as LearningRule>::new(&value)?;
-                        *out = Box::into_raw(Box::new(rule)) as *mut c_void;
-                        Ok(())
-                    })
-                }
-            }
-
-            unsafe extern "C-unwind" fn destroy(state: *mut c_void) {
-                if !state.is_null() {
-                    let _ = std::panic::catch_unwind(|| unsafe {
-                        drop(Box::from_raw(state as *mut $rule))
-                    });
-                }
-            }
-
-            unsafe extern "C-unwind" fn init_layer(
-                state: *mut c_void,
-                spec: *const LayerSpec,
-                weight: *mut C_tensor,
-                out: *mut *mut C_tensor,
-                n: *mut usize,
-                err: *mut ErrorBuf,
-            ) -> i32 {
-                unsafe {
-                    $crate::guard(err, || {
-                        let rule = &mut *(state as *mut $rule);
-                        let extra = rule.init_layer(&*spec, &$crate::borrow_tensor(weight))?;
-                        if extra.len() > $crate::MAX_EXTRA {
-                            return Err(format!(
-                                "a rule keeps at most {} extra tensors per layer; this one made {}",
-                                $crate::MAX_EXTRA,
-                                extra.len()
-                            ));
-                        }
-                        *n = extra.len();
-                        for (i, t) in extra.into_iter().enumerate() {
-                            *out.add(i) = $crate::into_handle(t);
-                        }
-                        Ok(())
-                    })
-                }
-            }
-
-            unsafe extern "C-unwind" fn forward(
-                state: *mut c_void,
-                spec: *const LayerSpec,
-                x: *mut C_tensor,
-                weight: *mut C_tensor,
-                bias: *mut C_tensor,
-                extra: *const *mut C_tensor,
-                n_extra: usize,
-                out: *mut *mut C_tensor,
-                err: *mut ErrorBuf,
-            ) -> i32 {
-                let args = $crate::LayerArgs {
-                    state,
-                    spec,
-                    x,
-                    weight,
-                    bias,
-                    extra,
-                    n_extra,
-                };
-                unsafe {
-                    $crate::layer_call::<$rule>(args, out, err, |r, s, x, w, b, e| {
-                        r.forward(s, x, w, b, e).map(Some)
-                    })
-                }
-            }
-
-            unsafe extern "C-unwind" fn local_loss(
-                state: *mut c_void,
-                spec: *const LayerSpec,
-                x: *mut C_tensor,
-                weight: *mut C_tensor,
-                bias: *mut C_tensor,
-                extra: *const *mut C_tensor,
-                n_extra: usize,
-                out: *mut *mut C_tensor,
-                err: *mut ErrorBuf,
-            ) -> i32 {
-                let args = $crate::LayerArgs {
-                    state,
-                    spec,
-                    x,
-                    weight,
-                    bias,
-                    extra,
-                    n_extra,
-                };
-                unsafe {
-                    $crate::layer_call::<$rule>(args, out, err, |r, s, x, w, b, e| {
-                        r.local_loss(s, x, w, b, e)
-                    })
-                }
-            }
-
-            unsafe extern "C-unwind" fn step(
-                state: *mut c_void,
-                params: *const *mut C_tensor,
-                n: usize,
-                lr: f64,
-                err: *mut ErrorBuf,
-            ) -> i32 {
-                unsafe {
-                    $crate::guard(err, || {
-                        let rule = &mut *(state as *mut $rule);
-                        rule.step(&$crate::borrow_all(params, n), lr)
-                    })
-                }
-            }
-
-            static VTABLE: $crate::RuleVTable = $crate::RuleVTable {
-                create,
-                destroy,
-                init_layer,
-                forward,
-                local_loss,
-                step,
-            };
-
-            static INFO: $crate::PluginInfo = $crate::PluginInfo {
-                abi_version: $crate::ABI_VERSION,
-                kind: $crate::PluginKind::LearningRule,
-                name: concat!($name, "\0").as_ptr() as *const c_char,
-                version: concat!($version, "\0").as_ptr() as *const c_char,
-                torch_version: $crate::TORCH_VERSION_C.as_ptr(),
-                rule: &VTABLE,
-            };
-
-            #[unsafe(no_mangle)]
-            pub extern "C-unwind" fn lrid_plugin_entry() -> *const $crate::PluginInfo {
-                &INFO
-            }
-        }
-    };
-}
-
-pub use serde_json;
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_two_spellings_of_the_torch_version_agree() {
-        assert_eq!(
-            super::TORCH_VERSION_C.to_str().unwrap(),
-            super::TORCH_VERSION
-        );
-    }
 }
