@@ -180,6 +180,7 @@ fn build_store(dir: &std::path::Path, runs: u32, layers: u32, points: u32) {
                     run_id: run_id.clone(),
                     point: p,
                     step: None,
+                    diagnostics: Vec::new(),
                 })
                 .unwrap();
         }

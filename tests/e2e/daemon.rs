@@ -239,7 +239,7 @@ fn eight_concurrent_clients_then_sql_and_flight_sql() {
                 (0..c.len()).map(move |i| c.value(i).to_string())
             })
             .collect();
-        for t in ["runs", "layers", "observables", "trajectories"] {
+        for t in ["runs", "layers", "observables", "diagnostics", "trajectories"] {
             assert!(names.iter().any(|n| n == t), "{t} in {names:?}");
         }
         let info = client.get_sql_info(vec![arrow_flight::sql::SqlInfo::FlightSqlServerName]).await.unwrap();

@@ -141,6 +141,7 @@ fn every_rule_trains_a_small_knet_and_a_small_resnet_and_every_layer_and_point_i
                     .unwrap()
             };
             assert_ne!(last(0), last(2), "{run_id}: the classifier did not change");
+            check_diagnostics(&daemon, &run_id, rule, layers);
         }
     }
     // Layer names and positions of the ResNet (spec §5.6).
@@ -153,6 +154,55 @@ fn every_rule_trains_a_small_knet_and_a_small_resnet_and_every_layer_and_point_i
     assert_eq!(layers[7]["position"], "middle");
     assert_eq!(layers[21]["layer_name"], "dense");
     assert_eq!(layers[21]["position"], "deep");
+}
+
+/// The `diagnostics` of a run of 3 points: every layer's `w_change` at every point (0 at
+/// initialisation); with feedback weights also `b_change` (always exactly 0 for feedback
+/// alignment, whose B is never trained; growing for information alignment) and `angle_bw`.
+fn check_diagnostics(daemon: &Daemon, run_id: &str, rule: &str, layers: usize) {
+    let names: &[&str] = if rule.ends_with("-alignment") {
+        &["angle_bw", "b_change", "w_change"]
+    } else {
+        &["w_change"]
+    };
+    let rows = daemon.sql(&format!(
+        "SELECT point, step, layer_index, name, value FROM diagnostics WHERE run_id = '{run_id}' ORDER BY point, layer_index, name"
+    ));
+    assert_eq!(
+        rows.len(),
+        3 * layers * names.len(),
+        "{run_id}: {names:?} of every layer at every point: {rows:?}"
+    );
+    let mut moved = 0.0;
+    for (i, row) in rows.iter().enumerate() {
+        let point = i / (layers * names.len());
+        let layer = i / names.len() % layers;
+        let name = names[i % names.len()];
+        assert_eq!(
+            (
+                int(row, "point") as usize,
+                int(row, "step") as usize,
+                int(row, "layer_index") as usize
+            ),
+            (point, 2 * point, layer),
+            "{run_id}: {row:?}"
+        );
+        assert_eq!(row["name"], name, "{run_id}: {row:?}");
+        let v = row["value"].as_f64().unwrap();
+        match name {
+            "w_change" if point == 0 => assert_eq!(v, 0.0, "{run_id}: {row:?}"),
+            "w_change" => {
+                assert!(v >= 0.0, "{run_id}: {row:?}");
+                moved += v;
+            }
+            "b_change" if point == 0 || rule == "feedback-alignment" => {
+                assert_eq!(v, 0.0, "{run_id}: B changed: {row:?}")
+            }
+            "b_change" => assert!(v > 0.0, "{run_id}: information alignment trains B: {row:?}"),
+            _ => assert!((0.0..=180.0).contains(&v), "{run_id}: {row:?}"),
+        }
+    }
+    assert!(moved > 0.0, "{run_id}: no kernel moved");
 }
 
 #[test]

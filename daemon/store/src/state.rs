@@ -10,8 +10,8 @@ use arrow::compute::{SortColumn, lexsort_to_indices, take_record_batch};
 use arrow::datatypes::{TimestampMillisecondType, UInt32Type, UInt64Type};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use lrid_protocol::{
-    CloseRun, CompletePoint, LayerInfo, OpenRun, PROTOCOL_VERSION, PointAck, Position, RunLabels,
-    SnapshotAck, SnapshotHeader, SnapshotMeasure,
+    CloseRun, CompletePoint, Diagnostic, LayerInfo, OpenRun, PROTOCOL_VERSION, PointAck, Position,
+    RunLabels, SnapshotAck, SnapshotHeader, SnapshotMeasure,
 };
 use lrid_stats::{
     ActivationAccumulator, Element, GradAvgAccumulator, Measure, MeasurementModel, PartialStats,
@@ -20,8 +20,9 @@ use lrid_stats::{
 use serde::{Deserialize, Serialize};
 
 use crate::tables::{
-    LAYERS_SCHEMA, LiveTable, OBSERVABLES_SCHEMA, ObservableRow, QueryView, RUNS_SCHEMA, RunRow,
-    TableKind, layers_batch, observables_batch, read_parquet, runs_batch, write_parquet,
+    DIAGNOSTICS_SCHEMA, DiagnosticRow, LAYERS_SCHEMA, LiveTable, OBSERVABLES_SCHEMA, ObservableRow,
+    QueryView, RUNS_SCHEMA, RunRow, TableKind, diagnostics_batch, layers_batch, observables_batch,
+    read_parquet, runs_batch, write_parquet,
 };
 use crate::wal::{WalWriter, read_segment, segments};
 use crate::{Error, Result};
@@ -100,10 +101,16 @@ impl StoreConfig {
 }
 
 /// The views shipped with lrid (`queries/*.sql`).
-const BUILTIN_VIEWS: &[(&str, &str)] = &[(
-    "trajectories.sql",
-    include_str!("../../../queries/trajectories.sql"),
-)];
+const BUILTIN_VIEWS: &[(&str, &str)] = &[
+    (
+        "trajectories.sql",
+        include_str!("../../../queries/trajectories.sql"),
+    ),
+    (
+        "classifier_examples.sql",
+        include_str!("../../../queries/classifier_examples.sql"),
+    ),
+];
 
 /// A statistic result of one measurement model in a log record.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -137,6 +144,9 @@ enum Record {
         run_id: String,
         point: u32,
         step: Option<i64>,
+        /// Checked before they are logged; absent in logs written before diagnostics existed.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        diagnostics: Vec<Diagnostic>,
     },
     CloseRun {
         run_id: String,
@@ -173,6 +183,9 @@ struct RunState {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct Manifest {
     observables: Vec<String>,
+    /// `diagnostics/*.parquet`; absent in manifests written before diagnostics existed.
+    #[serde(default)]
+    diagnostics: Vec<String>,
     runs: Option<String>,
     layers: Option<String>,
     wal_from: u64,
@@ -185,6 +198,8 @@ struct Inner {
     wal: WalWriter,
     /// Rows of completed points not yet in Parquet.
     tail: Vec<ObservableRow>,
+    /// Diagnostics of completed points not yet in Parquet.
+    diagnostics: Vec<DiagnosticRow>,
     manifest: Manifest,
     /// Log records appended since the last checkpoint.
     dirty: bool,
@@ -330,6 +345,7 @@ impl Store {
                 runs,
                 wal,
                 tail: Vec::new(),
+                diagnostics: Vec::new(),
                 manifest,
                 dirty: !replay.is_empty(),
             }),
@@ -365,11 +381,18 @@ impl Store {
             ("runs", TableKind::Runs),
             ("layers", TableKind::Layers),
             ("observables", TableKind::Observables),
+            ("diagnostics", TableKind::Diagnostics),
         ] {
             store
                 .ctx
                 .register_table(name, Arc::new(LiveTable::new(kind, view.clone())))?;
         }
+        store.ctx.register_table(
+            "analyses",
+            Arc::new(crate::analyses::AnalysesTable {
+                data_dir: store.dir.clone(),
+            }),
+        )?;
         let mut views: Vec<(String, String)> = BUILTIN_VIEWS
             .iter()
             .map(|(n, s)| (n.to_string(), s.to_string()))
@@ -394,7 +417,7 @@ impl Store {
         Ok(Arc::new(store))
     }
 
-    /// The SQL context: tables `runs`, `layers`, `observables` and the views.
+    /// The SQL context: tables `runs`, `layers`, `observables`, `diagnostics` and the views.
     pub fn session(&self) -> &SessionContext {
         &self.ctx
     }
@@ -405,13 +428,20 @@ impl Store {
     }
 
     /// Names of the measurement models, in configuration order.
+    /// Stores the rows of one analysis (batches of [`crate::ANALYSES_SCHEMA`]) durably,
+    /// replacing an earlier analysis of the same name; the number of rows stored.
+    pub fn put_analysis(&self, batches: &[RecordBatch]) -> Result<usize> {
+        crate::analyses::put(&self.dir, batches)
+    }
+
     pub fn model_names(&self) -> Vec<String> {
         self.models.iter().map(|(n, _)| n.clone()).collect()
     }
 
-    /// Rows waiting in memory for the next checkpoint.
+    /// Rows (observables and diagnostics) waiting in memory for the next checkpoint.
     pub fn tail_rows(&self) -> usize {
-        self.inner.lock().expect("store lock").tail.len()
+        let inner = self.inner.lock().expect("store lock");
+        inner.tail.len() + inner.diagnostics.len()
     }
 
     /// Opens a run. Opening it again with the same labels is a no-op (a client's retry).
@@ -699,19 +729,26 @@ impl Store {
                 )));
             }
         }
+        check_diagnostics(msg, &run.layers)?;
         let before = inner.tail.len();
+        let diagnostics_before = inner.diagnostics.len();
         self.commit(
             &mut inner,
             Record::CompletePoint {
                 run_id: msg.run_id.clone(),
                 point: msg.point,
                 step: msg.step,
+                diagnostics: msg.diagnostics.clone(),
             },
         )?;
         let rows = (inner.tail.len() - before) as u64;
         // Publish only the new rows: queries see them at once, nothing is rebuilt.
         let batch = observables_batch(&inner.tail[before..]);
-        self.view.write().expect("query view lock").tail.push(batch);
+        let diagnostics = (inner.diagnostics.len() > diagnostics_before)
+            .then(|| diagnostics_batch(&inner.diagnostics[diagnostics_before..]));
+        let mut view = self.view.write().expect("query view lock");
+        view.tail.push(batch);
+        view.diagnostics_tail.extend(diagnostics);
         Ok(PointAck { rows })
     }
 
@@ -803,6 +840,7 @@ impl Store {
                 run_id,
                 point,
                 step,
+                diagnostics,
             } => {
                 let Some(run) = inner.runs.get_mut(&run_id) else {
                     return Err(Error::Corrupt(format!(
@@ -812,7 +850,28 @@ impl Store {
                 let pending = run.pending.remove(&point).unwrap_or_default();
                 run.completed.insert(point);
                 let rows = self.rows(&run_id, point, step, &run.layers, &pending)?;
+                let diagnostics = diagnostics
+                    .into_iter()
+                    .map(|d| {
+                        let layer = run.layers.get(&d.layer_index).ok_or_else(|| {
+                            Error::Corrupt(format!(
+                                "the log holds a diagnostic of unknown layer {} of run '{run_id}'",
+                                d.layer_index
+                            ))
+                        })?;
+                        Ok(DiagnosticRow {
+                            run_id: run_id.clone(),
+                            point,
+                            step,
+                            layer_index: d.layer_index,
+                            layer_name: layer.name.clone(),
+                            name: d.name,
+                            value: d.value,
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
                 inner.tail.extend(rows);
+                inner.diagnostics.extend(diagnostics);
             }
             Record::CloseRun { run_id, at_ms } => {
                 if let Some(run) = inner.runs.get_mut(&run_id) {
@@ -894,21 +953,29 @@ impl Store {
             vec![layers_batch(inner.runs.iter().flat_map(|(id, r)| {
                 r.layers.values().map(move |l| (id.as_str(), l))
             }))];
-        let files = inner
-            .manifest
-            .observables
-            .iter()
-            .map(|f| self.dir.join("observables").join(f))
-            .collect();
+        let files = |sub: &str, names: &[String]| {
+            names
+                .iter()
+                .map(|f| self.dir.join(sub).join(f))
+                .collect::<Vec<_>>()
+        };
+        let observables = files("observables", &inner.manifest.observables);
+        let diagnostics = files("diagnostics", &inner.manifest.diagnostics);
         let mut view = self.view.write().expect("query view lock");
         view.runs = runs;
         view.layers = layers;
-        view.files = files;
+        view.files = observables;
+        view.diagnostics_files = diagnostics;
         if tail {
             view.tail = if inner.tail.is_empty() {
                 Vec::new()
             } else {
                 vec![observables_batch(&inner.tail)]
+            };
+            view.diagnostics_tail = if inner.diagnostics.is_empty() {
+                Vec::new()
+            } else {
+                vec![diagnostics_batch(&inner.diagnostics)]
             };
         }
     }
@@ -918,14 +985,14 @@ impl Store {
     /// dies at any step: the manifest names the current files and is replaced last.
     pub fn checkpoint(&self) -> Result<()> {
         let mut inner = self.inner.lock().expect("store lock");
-        if !inner.dirty && inner.tail.is_empty() {
+        if !inner.dirty && inner.tail.is_empty() && inner.diagnostics.is_empty() {
             return Ok(());
         }
         let seq = inner.manifest.next_seq;
         let mut manifest = inner.manifest.clone();
         if !inner.tail.is_empty() {
             let batch = observables_batch(&inner.tail);
-            let batch = sort_observables(&batch)?;
+            let batch = sort_by(&batch, &["run_id", "layer_index", "point", "model"])?;
             let name = format!("part-{seq:08}.parquet");
             write_parquet(
                 &self.dir.join("observables").join(&name),
@@ -933,6 +1000,17 @@ impl Store {
                 &[batch],
             )?;
             manifest.observables.push(name);
+        }
+        if !inner.diagnostics.is_empty() {
+            let batch = diagnostics_batch(&inner.diagnostics);
+            let batch = sort_by(&batch, &["run_id", "layer_index", "point", "name"])?;
+            let name = format!("part-{seq:08}.parquet");
+            write_parquet(
+                &self.dir.join("diagnostics").join(&name),
+                &DIAGNOSTICS_SCHEMA,
+                &[batch],
+            )?;
+            manifest.diagnostics.push(name);
         }
         let runs_name = format!("runs-{seq:08}.parquet");
         write_parquet(
@@ -1002,12 +1080,45 @@ impl Store {
         inner.manifest = manifest;
         inner.wal = wal;
         inner.tail.clear();
+        inner.diagnostics.clear();
         inner.dirty = false;
         remove_orphans(&self.dir, &inner.manifest)?;
         self.refresh_view(&inner, true);
         tracing::debug!(rows, seq, "checkpoint");
         Ok(())
     }
+}
+
+/// Refuses diagnostics of a point that do not name a layer of the run, have an empty or too long
+/// name, a non-finite value, or repeat a (layer, name).
+fn check_diagnostics(msg: &CompletePoint, layers: &BTreeMap<u32, LayerInfo>) -> Result<()> {
+    let mut seen = BTreeSet::new();
+    for d in &msg.diagnostics {
+        let what = format!(
+            "diagnostic {:?} of layer {} at point {} of run '{}'",
+            d.name, d.layer_index, msg.point, msg.run_id
+        );
+        let bad = |why: String| Err(Error::InvalidArgument(format!("{what}: {why}")));
+        if !layers.contains_key(&d.layer_index) {
+            let known: Vec<String> = layers.keys().map(u32::to_string).collect();
+            return bad(format!(
+                "the run has no layer {} (layers with snapshots: {})",
+                d.layer_index,
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ));
+        }
+        if let Err(why) = d.validate() {
+            return bad(why);
+        }
+        if !seen.insert((d.layer_index, d.name.as_str())) {
+            return bad("given twice".into());
+        }
+    }
+    Ok(())
 }
 
 fn measure_from_key(key: &str) -> SnapshotMeasure {
@@ -1018,8 +1129,9 @@ fn measure_from_key(key: &str) -> SnapshotMeasure {
     }
 }
 
-fn sort_observables(batch: &RecordBatch) -> Result<RecordBatch> {
-    let columns: Vec<SortColumn> = ["run_id", "layer_index", "point", "model"]
+/// The rows of `batch` sorted by the key columns `keys`.
+fn sort_by(batch: &RecordBatch, keys: &[&str]) -> Result<RecordBatch> {
+    let columns: Vec<SortColumn> = keys
         .iter()
         .map(|c| SortColumn {
             values: batch.column_by_name(c).expect("key column").clone(),
@@ -1032,21 +1144,22 @@ fn sort_observables(batch: &RecordBatch) -> Result<RecordBatch> {
 
 /// Deletes files of interrupted or superseded checkpoints.
 fn remove_orphans(dir: &Path, manifest: &Manifest) -> Result<()> {
-    let keep: BTreeSet<&str> = manifest
-        .observables
-        .iter()
-        .map(String::as_str)
-        .chain(manifest.runs.as_deref())
-        .chain(manifest.layers.as_deref())
-        .collect();
-    for sub in ["observables", "runs", "layers"] {
+    for (sub, keep) in [
+        (
+            "observables",
+            manifest.observables.iter().collect::<BTreeSet<_>>(),
+        ),
+        ("diagnostics", manifest.diagnostics.iter().collect()),
+        ("runs", manifest.runs.iter().collect()),
+        ("layers", manifest.layers.iter().collect()),
+    ] {
         let d = dir.join(sub);
         let Ok(entries) = std::fs::read_dir(&d) else {
             continue;
         };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if !keep.contains(name.as_str()) {
+            if !keep.contains(&name) {
                 std::fs::remove_file(e.path()).map_err(|err| Error::io(&e.path(), err))?;
             }
         }

@@ -1,5 +1,6 @@
-//! The three tables (`runs`, `layers`, `observables`): Arrow schemas, row building, Parquet files,
-//! and the DataFusion providers that answer SQL over the Parquet files and the in-memory tail.
+//! The ingest tables (`runs`, `layers`, `observables`, `diagnostics`): Arrow schemas, row
+//! building, Parquet files, and the DataFusion providers that answer SQL over the Parquet files
+//! and the in-memory tail.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -81,6 +82,20 @@ pub static OBSERVABLES_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     debug_assert_eq!(fields.len(), OBSERVABLE_KEYS);
     fields.extend(all_observables().map(|o| Field::new(o.name(), DataType::Float64, true)));
     Arc::new(Schema::new(fields))
+});
+
+/// `diagnostics`: one row per run × point × layer × diagnostic name (scalars sent with a point's
+/// completion, e.g. `angle_bw`, `b_change`, `w_change`).
+pub static DIAGNOSTICS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("run_id", DataType::Utf8, false),
+        Field::new("point", DataType::UInt32, false),
+        Field::new("step", DataType::Int64, true),
+        Field::new("layer_index", DataType::UInt32, false),
+        Field::new("layer_name", DataType::Utf8, false),
+        Field::new("name", DataType::Utf8, false),
+        Field::new("value", DataType::Float64, false),
+    ]))
 });
 
 /// A `runs` row.
@@ -217,6 +232,47 @@ pub(crate) fn observables_batch(rows: &[ObservableRow]) -> RecordBatch {
     RecordBatch::try_new(OBSERVABLES_SCHEMA.clone(), columns).expect("observables schema")
 }
 
+/// A `diagnostics` row.
+#[derive(Clone, Debug)]
+pub(crate) struct DiagnosticRow {
+    pub run_id: String,
+    pub point: u32,
+    pub step: Option<i64>,
+    pub layer_index: u32,
+    pub layer_name: String,
+    pub name: String,
+    pub value: f64,
+}
+
+pub(crate) fn diagnostics_batch(rows: &[DiagnosticRow]) -> RecordBatch {
+    let mut id = StringBuilder::new();
+    let mut point = UInt32Builder::new();
+    let mut step = Int64Builder::new();
+    let mut index = UInt32Builder::new();
+    let mut layer = StringBuilder::new();
+    let mut name = StringBuilder::new();
+    let mut value = Float64Builder::with_capacity(rows.len());
+    for r in rows {
+        id.append_value(&r.run_id);
+        point.append_value(r.point);
+        step.append_option(r.step);
+        index.append_value(r.layer_index);
+        layer.append_value(&r.layer_name);
+        name.append_value(&r.name);
+        value.append_value(r.value);
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(id.finish()),
+        Arc::new(point.finish()),
+        Arc::new(step.finish()),
+        Arc::new(index.finish()),
+        Arc::new(layer.finish()),
+        Arc::new(name.finish()),
+        Arc::new(value.finish()),
+    ];
+    RecordBatch::try_new(DIAGNOSTICS_SCHEMA.clone(), columns).expect("diagnostics schema")
+}
+
 /// Writes `batches` to `path` durably: a temporary file, fsync, rename, fsync of the folder.
 pub(crate) fn write_parquet(
     path: &Path,
@@ -256,12 +312,15 @@ pub(crate) fn read_parquet(path: &Path, columns: Option<&[&str]>) -> Result<Vec<
     Ok(reader.collect::<Result<Vec<_>, _>>()?)
 }
 
-/// What queries see: the persisted `observables` files and the tail not yet persisted, the
-/// current `runs` and `layers`. Swapped atomically, so a row is never seen twice or missed.
+/// What queries see: the persisted `observables` and `diagnostics` files and the tails not yet
+/// persisted, the current `runs` and `layers`. Swapped atomically, so a row is never seen twice
+/// or missed.
 #[derive(Debug, Clone)]
 pub(crate) struct QueryView {
     pub files: Vec<PathBuf>,
     pub tail: Vec<RecordBatch>,
+    pub diagnostics_files: Vec<PathBuf>,
+    pub diagnostics_tail: Vec<RecordBatch>,
     pub runs: RecordBatch,
     /// One batch of every layer at the last full refresh, then one per layer added since.
     pub layers: Vec<RecordBatch>,
@@ -272,6 +331,8 @@ impl QueryView {
         Self {
             files: Vec::new(),
             tail: Vec::new(),
+            diagnostics_files: Vec::new(),
+            diagnostics_tail: Vec::new(),
             runs: RecordBatch::new_empty(RUNS_SCHEMA.clone()),
             layers: Vec::new(),
         }
@@ -283,6 +344,7 @@ pub(crate) enum TableKind {
     Runs,
     Layers,
     Observables,
+    Diagnostics,
 }
 
 /// A live table of the store for DataFusion.
@@ -335,6 +397,7 @@ impl TableProvider for LiveTable {
             TableKind::Runs => RUNS_SCHEMA.clone(),
             TableKind::Layers => LAYERS_SCHEMA.clone(),
             TableKind::Observables => OBSERVABLES_SCHEMA.clone(),
+            TableKind::Diagnostics => DIAGNOSTICS_SCHEMA.clone(),
         }
     }
 
@@ -371,15 +434,19 @@ impl TableProvider for LiveTable {
                     .scan(state, projection, filters, limit)
                     .await
             }
-            TableKind::Observables => {
+            TableKind::Observables | TableKind::Diagnostics => {
+                let (files, tail) = match self.kind {
+                    TableKind::Observables => (view.files, view.tail),
+                    _ => (view.diagnostics_files, view.diagnostics_tail),
+                };
                 let mut plans = Vec::new();
-                if !view.files.is_empty() {
-                    let table = self.parquet_table(&view.files)?;
+                if !files.is_empty() {
+                    let table = self.parquet_table(&files)?;
                     plans.push(table.scan(state, projection, filters, limit).await?);
                 }
-                if !view.tail.is_empty() || plans.is_empty() {
+                if !tail.is_empty() || plans.is_empty() {
                     plans.push(
-                        memory(view.tail)?
+                        memory(tail)?
                             .scan(state, projection, filters, limit)
                             .await?,
                     );

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::{Float64Type, UInt32Type};
 use lrid_protocol::{
-    CloseRun, CompletePoint, LayerInfo, OpenRun, PROTOCOL_VERSION, Position, RunLabels,
+    CloseRun, CompletePoint, Diagnostic, LayerInfo, OpenRun, PROTOCOL_VERSION, Position, RunLabels,
     SnapshotHeader, SnapshotMeasure,
 };
 use lrid_stats::{ActivationAccumulator, MeasurementModel, weight_statistics};
@@ -62,6 +62,21 @@ fn open(store: &Store, run: &str) {
 
 /// Records a full point: weights, two activation batches, gradavg for each layer.
 fn record_point(store: &Store, run: &str, point: u32) {
+    record_snapshots(store, run, point);
+    let ack = store
+        .complete_point(&CompletePoint {
+            protocol: PROTOCOL_VERSION,
+            run_id: run.into(),
+            point,
+            step: Some(point as i64 * 100),
+            diagnostics: Vec::new(),
+        })
+        .unwrap();
+    assert_eq!(ack.rows as usize, 3 * store.model_names().len());
+}
+
+/// The snapshots of a full point (not completed).
+fn record_snapshots(store: &Store, run: &str, point: u32) {
     for l in 0..3 {
         let w = values(108, point * 10 + l);
         store
@@ -82,15 +97,6 @@ fn record_point(store: &Store, run: &str, point: u32) {
             )
             .unwrap();
     }
-    let ack = store
-        .complete_point(&CompletePoint {
-            protocol: PROTOCOL_VERSION,
-            run_id: run.into(),
-            point,
-            step: Some(point as i64 * 100),
-        })
-        .unwrap();
-    assert_eq!(ack.rows as usize, 3 * store.model_names().len());
 }
 
 async fn query(store: &Store, sql: &str) -> Vec<RecordBatch> {
@@ -192,6 +198,7 @@ async fn values_are_the_engine_s_and_survive_checkpoint_and_restart() {
             run_id: "r1".into(),
             point: 4,
             step: None,
+            diagnostics: Vec::new(),
         })
         .unwrap();
     store.checkpoint().unwrap();
@@ -310,6 +317,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
             run_id: "r".into(),
             point: p,
             step: None,
+            diagnostics: Vec::new(),
         })
     };
     assert!(
@@ -382,4 +390,264 @@ async fn one_row_per_measurement_model() {
     );
     assert_eq!(n(2, 1), 3);
     assert_eq!(n(3, 0), 3);
+}
+
+fn diagnostic(layer_index: u32, name: &str, value: f64) -> Diagnostic {
+    Diagnostic {
+        layer_index,
+        name: name.into(),
+        value,
+    }
+}
+
+/// Completes `point` of `run` with `diagnostics`.
+fn complete_with(
+    store: &Store,
+    run: &str,
+    point: u32,
+    diagnostics: Vec<Diagnostic>,
+) -> Result<u64, Error> {
+    store
+        .complete_point(&CompletePoint {
+            protocol: PROTOCOL_VERSION,
+            run_id: run.into(),
+            point,
+            step: Some(point as i64 * 10),
+            diagnostics,
+        })
+        .map(|a| a.rows)
+}
+
+/// The `diagnostics` table as (point, step, layer_index, layer_name, name, value) tuples.
+async fn diagnostics(store: &Store) -> Vec<(u32, i64, u32, String, String, f64)> {
+    let b = query(
+        store,
+        "SELECT point, step, layer_index, layer_name, name, value FROM diagnostics ORDER BY run_id, point, layer_index, name",
+    )
+    .await;
+    let mut rows = Vec::new();
+    for b in &b {
+        for i in 0..b.num_rows() {
+            rows.push((
+                b.column(0).as_primitive::<UInt32Type>().value(i),
+                b.column(1)
+                    .as_primitive::<arrow::datatypes::Int64Type>()
+                    .value(i),
+                b.column(2).as_primitive::<UInt32Type>().value(i),
+                b.column(3).as_string::<i32>().value(i).to_string(),
+                b.column(4).as_string::<i32>().value(i).to_string(),
+                b.column(5).as_primitive::<Float64Type>().value(i),
+            ));
+        }
+    }
+    rows
+}
+
+/// The diagnostics of point `p` in the test below: layers 0 and 2.
+fn diagnostics_of(p: u32) -> Vec<Diagnostic> {
+    vec![
+        diagnostic(2, "w_change", 0.5 * p as f64),
+        diagnostic(0, "angle_bw", 90.0 - p as f64),
+        diagnostic(0, "b_change", 0.0),
+    ]
+}
+
+fn expected_rows(points: std::ops::Range<u32>) -> Vec<(u32, i64, u32, String, String, f64)> {
+    let mut rows = Vec::new();
+    for p in points {
+        let step = p as i64 * 10;
+        rows.push((
+            p,
+            step,
+            0,
+            "conv0".into(),
+            "angle_bw".into(),
+            90.0 - p as f64,
+        ));
+        rows.push((p, step, 0, "conv0".into(), "b_change".into(), 0.0));
+        rows.push((
+            p,
+            step,
+            2,
+            "conv2".into(),
+            "w_change".into(),
+            0.5 * p as f64,
+        ));
+    }
+    rows
+}
+
+#[tokio::test]
+async fn diagnostics_are_queryable_at_completion_and_survive_replay_and_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig::test_config(dir.path());
+    let store = Store::open(config.clone()).await.unwrap();
+    assert!(diagnostics(&store).await.is_empty());
+    open(&store, "d");
+    record_snapshots(&store, "d", 0);
+    assert_eq!(complete_with(&store, "d", 0, diagnostics_of(0)).unwrap(), 3);
+    // Queryable the moment the point completes; layer names come from the run's layers.
+    assert_eq!(diagnostics(&store).await, expected_rows(0..1));
+    assert_eq!(store.tail_rows(), 3 + 3);
+    // A point without diagnostics adds none.
+    record_point(&store, "d", 1);
+    assert_eq!(diagnostics(&store).await, expected_rows(0..1));
+
+    // A restart replays them from the log.
+    drop(store);
+    let store = Store::open(config.clone()).await.unwrap();
+    assert_eq!(diagnostics(&store).await, expected_rows(0..1));
+
+    // A checkpoint writes them to Parquet, listed in the manifest, and queries still see them.
+    store.checkpoint().unwrap();
+    assert_eq!(store.tail_rows(), 0);
+    assert_eq!(diagnostics(&store).await, expected_rows(0..1));
+    let files: Vec<_> = std::fs::read_dir(dir.path().join("diagnostics"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["diagnostics"], serde_json::json!(files));
+
+    // More after the checkpoint (in the log only), then a restart: Parquet and log together.
+    record_snapshots(&store, "d", 2);
+    complete_with(&store, "d", 2, diagnostics_of(2)).unwrap();
+    let mut expected = expected_rows(0..1);
+    expected.extend(expected_rows(2..3));
+    assert_eq!(diagnostics(&store).await, expected);
+    drop(store);
+    let store = Store::open(config.clone()).await.unwrap();
+    assert_eq!(diagnostics(&store).await, expected);
+    store.checkpoint().unwrap();
+    drop(store);
+    let store = Store::open(config).await.unwrap();
+    assert_eq!(diagnostics(&store).await, expected);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("diagnostics"))
+            .unwrap()
+            .count(),
+        2
+    );
+    // The file is plain Parquet of the table's schema, sorted by run, layer, point, name.
+    assert_eq!(
+        count(
+            &store,
+            "SELECT count(*) FROM diagnostics WHERE name = 'angle_bw' AND layer_name = 'conv0'"
+        )
+        .await,
+        2
+    );
+}
+
+#[tokio::test]
+async fn bad_diagnostics_are_refused_with_a_message_naming_the_fault() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreConfig::test_config(dir.path()))
+        .await
+        .unwrap();
+    open(&store, "b");
+    record_snapshots(&store, "b", 0);
+    let long = "x".repeat(65);
+    let cases = [
+        (
+            vec![diagnostic(7, "angle_bw", 1.0)],
+            "diagnostic \"angle_bw\" of layer 7 at point 0 of run 'b': the run has no layer 7 (layers with snapshots: 0, 1, 2)",
+        ),
+        (vec![diagnostic(0, "", 1.0)], "the name is empty"),
+        (
+            vec![diagnostic(0, &long, 1.0)],
+            "the name has 65 characters; at most 64 are allowed",
+        ),
+        (
+            vec![diagnostic(1, "w_change", f64::NAN)],
+            "diagnostic \"w_change\" of layer 1 at point 0 of run 'b': the value is NaN; it must be finite",
+        ),
+        (
+            vec![diagnostic(1, "w_change", f64::INFINITY)],
+            "the value is inf",
+        ),
+        (
+            vec![
+                diagnostic(1, "w_change", 1.0),
+                diagnostic(2, "w_change", 1.0),
+                diagnostic(1, "w_change", 2.0),
+            ],
+            "diagnostic \"w_change\" of layer 1 at point 0 of run 'b': given twice",
+        ),
+    ];
+    for (bad, message) in cases {
+        let e = complete_with(&store, "b", 0, bad).unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
+        assert!(e.to_string().contains(message), "{e} should say {message}");
+    }
+    // Nothing was stored: the point still completes, and 64 characters are fine.
+    assert_eq!(count(&store, "SELECT count(*) FROM observables").await, 0);
+    assert!(diagnostics(&store).await.is_empty());
+    let name = "y".repeat(64);
+    complete_with(
+        &store,
+        "b",
+        0,
+        vec![diagnostic(1, "w_change", 1.0), diagnostic(1, &name, -2.0)],
+    )
+    .unwrap();
+    assert_eq!(count(&store, "SELECT count(*) FROM diagnostics").await, 2);
+}
+
+#[tokio::test]
+async fn a_log_and_a_manifest_written_before_diagnostics_still_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig::test_config(dir.path());
+    let store = Store::open(config.clone()).await.unwrap();
+    open(&store, "old");
+    record_point(&store, "old", 0);
+    store.checkpoint().unwrap();
+    record_snapshots(&store, "old", 1);
+    drop(store);
+    // An older lrid completed point 1: its record has no `diagnostics` field.
+    let wal = dir.path().join("wal");
+    let mut segments: Vec<_> = std::fs::read_dir(&wal)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    segments.sort();
+    let last = segments.last().unwrap();
+    let json = br#"{"type":"complete_point","run_id":"old","point":1,"step":7}"#;
+    let mut bytes = std::fs::read(last).unwrap();
+    assert!(!String::from_utf8_lossy(&bytes).contains("diagnostics"));
+    bytes.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(&crc32fast::hash(json).to_le_bytes());
+    bytes.extend_from_slice(json);
+    std::fs::write(last, bytes).unwrap();
+    // And its manifest did not list diagnostics files.
+    let path = dir.path().join("manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    manifest
+        .as_object_mut()
+        .unwrap()
+        .remove("diagnostics")
+        .unwrap();
+    std::fs::write(&path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+
+    let store = Store::open(config.clone()).await.unwrap();
+    assert_eq!(count(&store, "SELECT count(*) FROM observables").await, 6);
+    assert_eq!(
+        count(&store, "SELECT count(*) FROM observables WHERE step = 7").await,
+        3
+    );
+    assert!(diagnostics(&store).await.is_empty());
+    // Diagnostics work from there on, through a checkpoint and a restart.
+    record_snapshots(&store, "old", 2);
+    complete_with(&store, "old", 2, vec![diagnostic(1, "w_change", 0.25)]).unwrap();
+    store.checkpoint().unwrap();
+    drop(store);
+    let store = Store::open(config).await.unwrap();
+    assert_eq!(
+        diagnostics(&store).await,
+        vec![(2, 20, 1, "conv1".to_string(), "w_change".to_string(), 0.25)]
+    );
+    assert_eq!(count(&store, "SELECT count(*) FROM observables").await, 9);
 }

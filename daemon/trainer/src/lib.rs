@@ -13,7 +13,10 @@
 //! extra tensors nor BatchNorm), one backward pass, zeroing gradients. At each trajectory point
 //! the network runs in inference mode on a fixed evaluation set, and every observed layer's
 //! kernel, outputs and layer-wise activity change (spec §1.4, through the rule's routing) are
-//! recorded.
+//! recorded, and with the point's completion its diagnostics (table `diagnostics`): each layer's
+//! `w_change` = ‖W − W₀‖ / ‖W₀‖ and, for rules with feedback weights (a layer's first extra
+//! tensor B, W's shape), `b_change` = ‖B − B₀‖ / ‖B₀‖ and `angle_bw`, the angle in degrees
+//! between B and W flattened (W₀, B₀: at initialisation).
 
 mod arch;
 mod objective;
@@ -24,7 +27,7 @@ pub use arch::Arch;
 use lrid_models::{Network, ObservedLayer, Router, Trace};
 use lrid_plugins::RuleInstance;
 use lrid_sdk::torch::layer_info;
-use lrid_sdk::{LayerInfo, Recorder};
+use lrid_sdk::{Diagnostic, LayerInfo, Recorder};
 use lrid_tasks::Dataset;
 pub use objective::{TaskName, nt_xent};
 
@@ -315,6 +318,8 @@ struct Run {
     /// Forward kernels and biases (the L2 term's tensors).
     regularised: Vec<Tensor>,
     eval: (Tensor, Tensor),
+    /// Each observed layer's kernel W₀ and feedback weights B₀ (if any) at initialisation.
+    initial: Vec<(Tensor, Option<Tensor>)>,
 }
 
 /// Builds the network, initialises the rule's per-layer tensors.
@@ -343,6 +348,15 @@ fn prepare(
             .map(|t| t.to_device(device))
             .collect::<Vec<_>>();
     }
+    let initial = tch::no_grad(|| {
+        net.layers()
+            .iter()
+            .map(|l| {
+                let b = feedback_kernel(l).map(|b| b.detach().copy());
+                (l.weight.detach().copy(), b)
+            })
+            .collect()
+    });
     let mut params = Vec::new();
     let mut regularised = Vec::new();
     for layer in net.layers() {
@@ -362,6 +376,56 @@ fn prepare(
         params,
         regularised,
         eval,
+        initial,
+    })
+}
+
+/// A layer's feedback kernel B: the rule's first extra tensor, when it has the kernel's shape
+/// (feedback alignment, information alignment: B is applied by the same op as W, so entry i of
+/// B and of W belong to the same connection).
+fn feedback_kernel(layer: &ObservedLayer) -> Option<&Tensor> {
+    layer
+        .extra
+        .first()
+        .filter(|b| b.size() == layer.weight.size())
+}
+
+/// The point's diagnostics, without gradient, on the current tensors: every layer's `w_change`,
+/// and `b_change` and `angle_bw` of layers with a feedback kernel. A ratio whose denominator is
+/// zero (an all-zero kernel) is left out rather than sent as a non-finite value.
+fn layer_diagnostics(run: &Run) -> Vec<Diagnostic> {
+    let norm = |t: &Tensor| t.norm().double_value(&[]);
+    let ratio = |num: f64, den: f64| (den > 0.0 && num.is_finite()).then(|| num / den);
+    tch::no_grad(|| {
+        let mut out = Vec::new();
+        for (layer, (w0, b0)) in run.net.layers().iter().zip(&run.initial) {
+            let mut push = |name: &str, value: Option<f64>| {
+                if let Some(value) = value.filter(|v| v.is_finite()) {
+                    out.push(Diagnostic {
+                        layer_index: layer.spec.index,
+                        name: name.into(),
+                        value,
+                    });
+                }
+            };
+            let w = layer.weight.to_kind(Kind::Double);
+            let w0 = w0.to_kind(Kind::Double);
+            push("w_change", ratio(norm(&(&w - &w0)), norm(&w0)));
+            if let (Some(b), Some(b0)) = (feedback_kernel(layer), b0) {
+                let b = b.to_kind(Kind::Double);
+                let b0 = b0.to_kind(Kind::Double);
+                push("b_change", ratio(norm(&(&b - &b0)), norm(&b0)));
+                let cos = ratio(
+                    (&b * &w).sum(Kind::Double).double_value(&[]),
+                    norm(&b) * norm(&w),
+                );
+                push(
+                    "angle_bw",
+                    cos.map(|c| c.clamp(-1.0, 1.0).acos().to_degrees()),
+                );
+            }
+        }
+        out
     })
 }
 
@@ -612,7 +676,7 @@ fn record_point(
             rec.record_activity_change_tensor(point, info, batch as u32, change)?;
         }
     }
-    rec.complete_point(point, Some(step as i64))?;
+    rec.complete_point_with_diagnostics(point, Some(step as i64), layer_diagnostics(run))?;
     Ok(())
 }
 

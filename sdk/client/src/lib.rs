@@ -18,7 +18,7 @@
 //!     weight_shape: vec![32, 3, 5, 5], activation_shape: vec![32, 32, 32] };
 //! let weights = vec![0.0f32; 32 * 3 * 5 * 5];
 //! rec.record_weights(0, &conv1, &weights)?;
-//! rec.complete_point(0, Some(0))?;
+//! rec.complete_point(0, Some(0))?; // or complete_point_with_diagnostics(0, Some(0), scalars)
 //! rec.close()?;
 //! # Ok::<(), lrid_sdk::Error>(())
 //! ```
@@ -36,7 +36,7 @@ use lrid_protocol::{
     ACTION_CLOSE_RUN, ACTION_COMPLETE_POINT, ACTION_OPEN_RUN, CloseRun, CompletePoint,
     MAX_MESSAGE_BYTES, OpenRun, PROTOCOL_VERSION, SnapshotHeader,
 };
-pub use lrid_protocol::{LayerInfo, Position, RunLabels, SnapshotMeasure};
+pub use lrid_protocol::{Diagnostic, LayerInfo, Position, RunLabels, SnapshotMeasure};
 
 mod put;
 #[cfg(feature = "tch")]
@@ -478,12 +478,34 @@ impl Recorder {
 
     /// Queues the completion of a point (after its snapshots, in order).
     pub fn complete_point(&self, point: u32, step: Option<i64>) -> Result<()> {
+        self.complete_point_with_diagnostics(point, step, Vec::new())
+    }
+
+    /// Queues the completion of a point with scalars of its layers (rows of the `diagnostics`
+    /// table, e.g. `angle_bw`): they become queryable with the point's observables. A diagnostic
+    /// with an empty or too long name or a non-finite value is refused here; one of a layer
+    /// without snapshots, or a (layer, name) given twice, by the daemon.
+    pub fn complete_point_with_diagnostics(
+        &self,
+        point: u32,
+        step: Option<i64>,
+        diagnostics: Vec<Diagnostic>,
+    ) -> Result<()> {
         self.take_error()?;
+        for d in &diagnostics {
+            d.validate().map_err(|why| {
+                Error::InvalidArgument(format!(
+                    "diagnostic {:?} of layer {} at point {point}: {why}",
+                    d.name, d.layer_index
+                ))
+            })?;
+        }
         let body = serde_json::to_vec(&CompletePoint {
             protocol: PROTOCOL_VERSION,
             run_id: self.run_id.clone(),
             point,
             step,
+            diagnostics,
         })
         .expect("json");
         self.send(Job::Complete {

@@ -7,8 +7,9 @@
 //! |---|---|---|
 //! | open a run | `DoAction` type [`ACTION_OPEN_RUN`] | JSON [`OpenRun`] |
 //! | send a snapshot | `DoPut`, descriptor `CMD` = protobuf `Any` with type URL [`SNAPSHOT_TYPE_URL`] and a JSON [`SnapshotHeader`] as value; then record batches of one column `value` (Float32 or Float64, not null; uncompressed Arrow IPC, one batch per message): the tensor's values in C order, in as many batches as convenient | one `PutResult` once the snapshot's statistics are durable; its `app_metadata` is a JSON [`SnapshotAck`] |
-//! | complete a point | `DoAction` type [`ACTION_COMPLETE_POINT`] | JSON [`CompletePoint`] → JSON [`PointAck`] |
+//! | complete a point | `DoAction` type [`ACTION_COMPLETE_POINT`] | JSON [`CompletePoint`], optionally with the point's [`Diagnostic`]s → JSON [`PointAck`] |
 //! | close a run | `DoAction` type [`ACTION_CLOSE_RUN`] | JSON [`CloseRun`] |
+//! | store an analysis | `DoAction` type [`ACTION_PUT_ANALYSIS`] | an Arrow IPC stream of rows of the `analyses` table (one analysis name) → JSON `{"rows": n}` |
 //!
 //! Measures (spec §1): `weight` — the layer's kernel (`weight_shape`); `act` — the layer's output
 //! on evaluation examples, `examples × activation_shape` values, the examples of one evaluation
@@ -29,6 +30,10 @@ pub const ACTION_OPEN_RUN: &str = "lrid.open_run";
 pub const ACTION_COMPLETE_POINT: &str = "lrid.complete_point";
 /// `DoAction` type that closes a run.
 pub const ACTION_CLOSE_RUN: &str = "lrid.close_run";
+/// `DoAction` type that stores what `lrid analyze` measured: the body is an Arrow IPC stream of
+/// rows of the `analyses` table (all of one analysis name, which replaces an earlier analysis
+/// of that name); the answer is JSON `{"rows": n}` once they are durable.
+pub const ACTION_PUT_ANALYSIS: &str = "lrid.put_analysis";
 /// `Any.type_url` of a snapshot `DoPut` descriptor.
 pub const SNAPSHOT_TYPE_URL: &str = "type.lrid.dev/lrid.v1.Snapshot";
 /// Name of the single column of snapshot record batches.
@@ -188,6 +193,49 @@ pub struct CompletePoint {
     /// Training step of the point, if known.
     #[serde(default)]
     pub step: Option<i64>,
+    /// Scalars of the point beside the observables (rows of the `diagnostics` table), e.g. the
+    /// angle between a layer's feedback and forward kernels. Optional: absent in JSON when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// One named scalar of one layer at a trajectory point (a row of the `diagnostics` table).
+/// The server refuses a layer the run has no snapshot of, an empty name or one over
+/// [`MAX_DIAGNOSTIC_NAME`] characters, a non-finite value, and a (layer, name) given twice.
+///
+/// Names lrid's virtual experiments record: `w_change` = ‖W − W₀‖ / ‖W₀‖ (every layer),
+/// `b_change` = ‖B − B₀‖ / ‖B₀‖ and `angle_bw` = the angle in degrees between the flattened
+/// feedback kernel B and forward kernel W (rules with feedback weights); W₀, B₀ at
+/// initialisation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Diagnostic {
+    pub layer_index: u32,
+    pub name: String,
+    pub value: f64,
+}
+
+/// Longest diagnostic name (characters).
+pub const MAX_DIAGNOSTIC_NAME: usize = 64;
+
+impl Diagnostic {
+    /// Checks what can be checked of one diagnostic alone: a name of 1 to
+    /// [`MAX_DIAGNOSTIC_NAME`] characters and a finite value.
+    pub fn validate(&self) -> Result<(), String> {
+        let chars = self.name.chars().count();
+        if chars == 0 {
+            return Err("the name is empty".into());
+        }
+        if chars > MAX_DIAGNOSTIC_NAME {
+            return Err(format!(
+                "the name has {chars} characters; at most {MAX_DIAGNOSTIC_NAME} are allowed"
+            ));
+        }
+        if !self.value.is_finite() {
+            return Err(format!("the value is {}; it must be finite", self.value));
+        }
+        Ok(())
+    }
 }
 
 /// The answer to [`CompletePoint`].
@@ -264,6 +312,27 @@ mod tests {
         assert_eq!(serde_json::from_str::<SnapshotHeader>(&json).unwrap(), h);
         assert_eq!(h.expected_values(), 10 * 32 * 32 * 32);
         assert!(serde_json::from_str::<SnapshotHeader>(r#"{"protocol":1}"#).is_err());
+    }
+
+    #[test]
+    fn diagnostics_are_optional_on_the_wire() {
+        let old = r#"{"protocol":1,"run_id":"r","point":2,"step":5}"#;
+        let msg: CompletePoint = serde_json::from_str(old).unwrap();
+        assert!(msg.diagnostics.is_empty());
+        assert_eq!(serde_json::to_string(&msg).unwrap(), old);
+        let with = CompletePoint {
+            diagnostics: vec![Diagnostic {
+                layer_index: 1,
+                name: "angle_bw".into(),
+                value: 42.5,
+            }],
+            ..msg
+        };
+        let json = serde_json::to_string(&with).unwrap();
+        assert!(
+            json.contains(r#""diagnostics":[{"layer_index":1,"name":"angle_bw","value":42.5}]"#)
+        );
+        assert_eq!(serde_json::from_str::<CompletePoint>(&json).unwrap(), with);
     }
 
     #[test]
