@@ -26,7 +26,7 @@ $(VENV)/.ready: Makefile
 	@command -v cargo >/dev/null || { echo "cargo is needed (rustup)"; exit 1; }
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet torch==$(TORCH_VERSION) numpy pytest adbc-driver-flightsql==1.13.0 pyarrow==26.0.1
+	$(VENV)/bin/pip install --quiet torch==$(TORCH_VERSION) numpy pytest adbc-driver-flightsql==1.13.0 pyarrow==26.0.1 scikit-learn==1.9.1 pandas==3.1.1
 	touch $@
 
 venv: $(VENV)/.ready
@@ -37,11 +37,13 @@ build: venv
 	if [ "$$free" -lt 4 ]; then echo "warning: only $$free GiB free on the disk of $(CURDIR); a cold build needs ~3 GiB under target/" >&2; fi
 	$(CARGO) build --release --workspace
 
-# The built-in learning rules, into the default plugins folder of `lrid serve`.
+# The built-in learning rules and classifiers, into the default plugins folder of `lrid serve`.
 BUILTIN_RULES := sgdm adam feedback_alignment information_alignment
+BUILTIN_CLASSIFIERS := random_forest linear_svm conv1d
 plugins: build
 	@mkdir -p lrid-data/plugins
 	@for r in $(BUILTIN_RULES); do cp target/release/liblrid_rule_$$r.so lrid-data/plugins/$$r.so; done
+	@for c in $(BUILTIN_CLASSIFIERS); do cp target/release/liblrid_classifier_$$c.so lrid-data/plugins/$$(echo $$c | tr _ -).so; done
 	$(LRID) plugins --dir lrid-data/plugins
 
 # The main job: the demo sweep (every built-in rule on two small networks, recorded into an
@@ -55,7 +57,8 @@ demo: plugins
 	url=http://$$(awk '{print $$5; exit}' target/demo/serve.out); \
 	$(LRID) sql "SELECT learning_rule, architecture, count(*) AS runs FROM runs WHERE starts_with(run_id, 'demo/') AND status = 'closed' GROUP BY learning_rule, architecture ORDER BY architecture, learning_rule" --server $$url; \
 	$(LRID) sql "SELECT r.learning_rule, o.point, round(avg(o.weightabs_mean), 5) AS mean_abs_weight, round(avg(o.actraw_mean), 4) AS mean_act FROM observables o JOIN runs r ON o.run_id = r.run_id WHERE r.architecture = 'resnet18-v1' AND o.layer_name = 'dense' AND o.point IN (0, 10, 20) GROUP BY r.learning_rule, o.point ORDER BY r.learning_rule, o.point" --server $$url; \
-	kill $$pid; wait $$pid
+	$(LRID) analyze --server $$url --name demo --where "starts_with(run_id, 'demo/')"; \
+	status=$$?; kill $$pid; wait $$pid; exit $$status
 
 lint: venv
 	$(CARGO) fmt --all -- --check
@@ -65,8 +68,15 @@ test: build lint
 	$(CARGO) test --release --workspace
 	cd tests/python && $(PYTHON) -m pytest -q
 
-bench: build
+bench: plugins
 	$(VENV)/bin/pip install --quiet duckdb
+	@mkdir -p target/demo
+	@if $(LRID) dataset export --where "starts_with(run_id, 'demo/')" --out target/demo/dataset.parquet; then \
+		$(PYTHON) tests/python/bench_classifiers.py --dataset target/demo/dataset.parquet; \
+		echo "lrid analyze --grid fast on the demo corpus (wall time):"; \
+		$(LRID) analyze --name bench --where "starts_with(run_id, 'demo/')" --out target/demo/bench-report | tail -n 2; \
+	else echo "no demo corpus (run make demo first): classifiers on the synthetic set only"; \
+		$(PYTHON) tests/python/bench_classifiers.py; fi
 	$(CARGO) bench -p lrid-stats --bench statistics
 	$(CARGO) bench -p lrid-e2e --bench daemon
 	$(CARGO) bench -p lrid-e2e --bench experiments

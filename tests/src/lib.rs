@@ -143,3 +143,119 @@ impl Drop for Daemon {
         self.kill();
     }
 }
+
+/// A labelled corpus recorded through the SDK into a daemon, as a training job would: runs of
+/// `rules` × architectures `net-a`, `net-b` × batch sizes 32, 64 × data seeds 0, 1 (one task,
+/// `synthetic`), 3 layers (early, middle, deep), `points` points each. Every tensor is drawn
+/// from a seeded generator; its scale and offset drift over the trajectory at a rate that
+/// depends on the rule, so the rules are separable but not trivially (per-run noise).
+/// Returns the run ids.
+pub fn record_synthetic_corpus(
+    url: &str,
+    prefix: &str,
+    rules: &[&str],
+    points: u32,
+) -> Vec<String> {
+    use lrid_protocol::{LayerInfo, Position, RunLabels};
+    use lrid_sdk::{Recorder, RecorderConfig};
+    let mut cells = Vec::new();
+    for (r, rule) in rules.iter().enumerate() {
+        for arch in ["net-a", "net-b"] {
+            for batch in [32u32, 64] {
+                for data_seed in [0i64, 1] {
+                    cells.push((r, rule.to_string(), arch, batch, data_seed));
+                }
+            }
+        }
+    }
+    let threads: Vec<_> = cells
+        .chunks(cells.len().div_ceil(4))
+        .map(|chunk| {
+            let chunk = chunk.to_vec();
+            let url = url.to_string();
+            let prefix = prefix.to_string();
+            std::thread::spawn(move || {
+                let mut ids = Vec::new();
+                for (r, rule, arch, batch, data_seed) in chunk {
+                    let run_id = format!("{prefix}/{arch}/{rule}/b{batch}/d{data_seed}");
+                    let labels = RunLabels {
+                        learning_rule: Some(rule.clone()),
+                        architecture: Some(arch.to_string()),
+                        task: Some("synthetic".into()),
+                        batch_size: Some(batch),
+                        model_seed: Some(0),
+                        data_seed: Some(data_seed),
+                        hyperparameters: None,
+                    };
+                    let rec = Recorder::open(RecorderConfig::new(url.clone()), &run_id, labels)
+                        .expect("open a run");
+                    let mut rng = SplitMix(
+                        (r as u64 + 1) * 1_000_003
+                            + u64::from(batch) * 7
+                            + data_seed as u64 * 13
+                            + arch.len() as u64,
+                    );
+                    let run_scale = 1.0 + 0.2 * rng.normal();
+                    for p in 0..points {
+                        let t = f64::from(p) / f64::from(points.max(2) - 1);
+                        for l in 0..3u32 {
+                            let layer = LayerInfo {
+                                index: l,
+                                name: format!("layer{l}"),
+                                position: [Position::Early, Position::Middle, Position::Deep]
+                                    [l as usize],
+                                weight_shape: vec![8, 8],
+                                activation_shape: vec![16],
+                            };
+                            // Rule r grows its scale by 10 % × r over training, shifts by
+                            // 0.02 × r; the rest is noise.
+                            let scale =
+                                run_scale * (1.0 + 0.1 * r as f64 * t) * (1.0 + 0.3 * f64::from(l));
+                            let shift = 0.02 * r as f64 * t;
+                            let mut draw = |n: usize| -> Vec<f32> {
+                                (0..n)
+                                    .map(|_| (shift + scale * rng.normal()) as f32)
+                                    .collect()
+                            };
+                            rec.record_weights(p, &layer, &draw(64)).expect("weights");
+                            rec.record_activations(p, &layer, 0, 4, &draw(64))
+                                .expect("activations");
+                            rec.record_activity_change(p, &layer, 0, &draw(4))
+                                .expect("activity change");
+                        }
+                        rec.complete_point(p, Some(i64::from(p) * 10))
+                            .expect("complete");
+                    }
+                    rec.close().expect("close the run");
+                    ids.push(run_id);
+                }
+                ids
+            })
+        })
+        .collect();
+    threads
+        .into_iter()
+        .flat_map(|t| t.join().expect("a recording thread"))
+        .collect()
+}
+
+/// A small seeded generator (SplitMix64) with Box–Muller normals.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn uniform(&mut self) -> f64 {
+        ((self.next() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+
+    fn normal(&mut self) -> f64 {
+        (-2.0 * self.uniform().ln()).sqrt() * (std::f64::consts::TAU * self.uniform()).cos()
+    }
+}

@@ -2,8 +2,33 @@
 //!
 //! The `lrid` command line. In: arguments, files named on them, `RUST_LOG`. Out: results on
 //! stdout, logs on stderr, and on failure one line `error: …` with a non-zero exit status.
+//!
+//! # Architecture
+//!
+//! ```text
+//!  training job (SDK, pyarrow)      lrid sweep ──► lrid train workers (lrid-trainer,
+//!        │ Flight DoPut/DoAction                    rule plugins via lrid-plugins)
+//!        ▼                                               │ SDK
+//!  lrid serve: lrid-server ◄─────────────────────────────┘
+//!        │ snapshots → lrid-stats (incremental statistics)
+//!        ▼
+//!  lrid-store: WAL → Parquet (runs, layers, observables, analyses) + DataFusion
+//!        │ Flight SQL (lrid sql, ADBC, JDBC, pyarrow)
+//!        ▼
+//!  classifier_examples view ──► lrid dataset export (Parquet)
+//!        │
+//!        ▼
+//!  lrid analyze: lrid-classify (dataset, splits, CV, experiments)
+//!        │ classifier plugins via lrid-plugins (Arrow C Data Interface)
+//!        ▼
+//!  lrid-report: results.json, index.html + SVG figures;  rows → `analyses` (lrid.put_analysis)
+//! ```
 
+mod analyze_cmd;
 mod config;
+mod corpus;
+mod dataset_cmd;
+mod embedded;
 mod npy;
 mod plugins_cmd;
 mod plugins_table;
@@ -43,6 +68,11 @@ enum Command {
     Train(Box<train_cmd::TrainArgs>),
     /// Virtual experiments: run a sweep file's grid of training runs (resumable).
     Sweep(sweep_cmd::SweepArgs),
+    /// The classifiers' dataset (one example per layer of a closed run): export it.
+    Dataset(dataset_cmd::DatasetArgs),
+    /// Identify learning rules: the paper's classifier experiments on the daemon's corpus,
+    /// with a report.
+    Analyze(Box<analyze_cmd::AnalyzeArgs>),
 }
 
 fn main() -> ExitCode {
@@ -71,6 +101,8 @@ fn main() -> ExitCode {
             Some(Command::Plugins(args)) => plugins_cmd::run(&args),
             Some(Command::Train(args)) => train_cmd::run(&args),
             Some(Command::Sweep(args)) => sweep_cmd::run(&args),
+            Some(Command::Dataset(args)) => dataset_cmd::run(&args),
+            Some(Command::Analyze(args)) => analyze_cmd::run(&args),
             None => {
                 use clap::CommandFactory;
                 Cli::command().print_help().ok();

@@ -62,19 +62,47 @@ pub fn run(args: &SqlArgs) -> Result<()> {
     Ok(())
 }
 
-/// The batches of one statement run on the daemon at `server`.
-pub async fn query(server: &str, token: Option<&str>, sql: &str) -> Result<Vec<RecordBatch>> {
+/// A connection to the daemon at `server`.
+async fn connect(server: &str) -> Result<tonic::transport::Channel> {
     let url = if server.contains("://") {
         server.to_string()
     } else {
         format!("http://{server}")
     };
-    let channel = Endpoint::from_shared(url.clone())
+    Endpoint::from_shared(url.clone())
         .with_context(|| format!("'{server}' is not a server address"))?
         .connect()
         .await
-        .with_context(|| format!("cannot reach lrid at {url}; is `lrid serve` running?"))?;
-    let mut client = FlightSqlServiceClient::new(channel);
+        .with_context(|| format!("cannot reach lrid at {url}; is `lrid serve` running?"))
+}
+
+/// Runs the Flight action `kind` with `body` on the daemon at `server`; its first answer.
+pub async fn action(
+    server: &str,
+    token: Option<&str>,
+    kind: &str,
+    body: Vec<u8>,
+) -> Result<bytes::Bytes> {
+    let mut client = arrow_flight::FlightClient::new(connect(server).await?);
+    if let Some(t) = token {
+        client
+            .add_header("authorization", &format!("Bearer {t}"))
+            .map_err(flight_error)?;
+    }
+    let mut answers = client
+        .do_action(arrow_flight::Action::new(kind, body))
+        .await
+        .map_err(flight_error)?;
+    answers
+        .try_next()
+        .await
+        .map_err(flight_error)?
+        .with_context(|| format!("the daemon answered '{kind}' with nothing"))
+}
+
+/// The batches of one statement run on the daemon at `server`.
+pub async fn query(server: &str, token: Option<&str>, sql: &str) -> Result<Vec<RecordBatch>> {
+    let mut client = FlightSqlServiceClient::new(connect(server).await?);
     if let Some(t) = token {
         client.set_header("authorization", format!("Bearer {t}"));
     }

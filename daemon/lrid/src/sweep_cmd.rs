@@ -8,7 +8,7 @@
 //! never reopens a run's completed points.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -21,7 +21,8 @@ use lrid_trainer::{Arch, TaskName};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::train_cmd::{check_reachable, server_url};
+use crate::embedded::EmbeddedDaemon;
+use crate::train_cmd::server_url;
 
 #[derive(Debug, Args)]
 pub struct SweepArgs {
@@ -278,59 +279,6 @@ struct JournalEntry<'a> {
     log: String,
 }
 
-/// A daemon started for the sweep; stopped (gracefully) when dropped.
-struct EmbeddedDaemon {
-    child: Child,
-    url: String,
-}
-
-impl EmbeddedDaemon {
-    fn start(config: Option<&Path>, log: &Path) -> Result<EmbeddedDaemon> {
-        let mut cmd = Command::new(std::env::current_exe()?);
-        cmd.arg("serve").args(["--listen", "127.0.0.1:0"]);
-        if let Some(c) = config {
-            cmd.arg("--config").arg(c);
-        }
-        let log_file = std::fs::File::create(log)
-            .with_context(|| format!("cannot create {}", log.display()))?;
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(log_file)
-            .spawn()
-            .context("cannot start the embedded daemon")?;
-        let stdout = child.stdout.take().expect("piped");
-        let mut line = String::new();
-        std::io::BufReader::new(stdout).read_line(&mut line)?;
-        let addr = line
-            .strip_prefix("lrid serve listening on ")
-            .and_then(|rest| rest.split_whitespace().next())
-            .map(str::to_string);
-        match addr {
-            Some(addr) => Ok(EmbeddedDaemon {
-                child,
-                url: format!("http://{addr}"),
-            }),
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                let log_text = std::fs::read_to_string(log).unwrap_or_default();
-                bail!(
-                    "the embedded daemon did not start: {}",
-                    log_text.lines().last().unwrap_or("no output")
-                )
-            }
-        }
-    }
-}
-
-impl Drop for EmbeddedDaemon {
-    fn drop(&mut self) {
-        // SIGTERM: the daemon checkpoints to Parquet, then exits.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
-}
-
 /// Runs (and attempt counts) of this sweep already in the daemon, by cell id: (closed, attempts).
 fn existing_runs(
     server: &str,
@@ -400,16 +348,11 @@ fn run_sweep(args: &RunArgs) -> Result<()> {
         .server
         .clone()
         .unwrap_or_else(|| server_url(&config.server.listen));
-    let embedded = if check_reachable(&server).is_ok() {
-        None
-    } else {
-        eprintln!("no daemon at {server}: starting an embedded one");
-        Some(EmbeddedDaemon::start(
-            args.config.as_deref(),
-            &state.join("daemon.log"),
-        )?)
-    };
-    let server = embedded.as_ref().map_or(server, |d| d.url.clone());
+    let (server, embedded) = EmbeddedDaemon::unless_reachable(
+        &server,
+        args.config.as_deref(),
+        &state.join("daemon.log"),
+    )?;
     // Every rule must be loaded by the daemon (its plugins folder is watched, so a library
     // dropped there while it runs counts); workers load the same files.
     let rule_dirs = daemon_rules(&server, args.token.as_deref(), &sweep.rule_names())?;

@@ -27,7 +27,8 @@ use datafusion::common::ParamValues;
 use datafusion::prelude::DataFrame;
 use futures::{Stream, TryStreamExt};
 use lrid_protocol::{
-    ACTION_CLOSE_RUN, ACTION_COMPLETE_POINT, ACTION_OPEN_RUN, SNAPSHOT_TYPE_URL, SnapshotHeader,
+    ACTION_CLOSE_RUN, ACTION_COMPLETE_POINT, ACTION_OPEN_RUN, ACTION_PUT_ANALYSIS,
+    SNAPSHOT_TYPE_URL, SnapshotHeader,
 };
 use lrid_store::Store;
 use prost::Message;
@@ -601,9 +602,27 @@ impl FlightSqlService for LridFlightService {
                 self.blocking(move |s| s.close_run(&msg)).await?;
                 b"{}".to_vec()
             }
+            ACTION_PUT_ANALYSIS => {
+                let reader = arrow::ipc::reader::StreamReader::try_new(
+                    std::io::Cursor::new(action.body.to_vec()),
+                    None,
+                )
+                .map_err(|e| {
+                    Status::invalid_argument(format!(
+                        "the body of '{ACTION_PUT_ANALYSIS}' is not an Arrow IPC stream: {e}"
+                    ))
+                })?;
+                let batches = reader.collect::<Result<Vec<_>, _>>().map_err(|e| {
+                    Status::invalid_argument(format!(
+                        "the body of '{ACTION_PUT_ANALYSIS}' is not an Arrow IPC stream: {e}"
+                    ))
+                })?;
+                let rows = self.blocking(move |s| s.put_analysis(&batches)).await?;
+                serde_json::to_vec(&serde_json::json!({ "rows": rows })).expect("json")
+            }
             other => {
                 return Err(Status::invalid_argument(format!(
-                    "unknown action '{other}': lrid knows {ACTION_OPEN_RUN}, {ACTION_COMPLETE_POINT}, {ACTION_CLOSE_RUN} and the Flight SQL actions"
+                    "unknown action '{other}': lrid knows {ACTION_OPEN_RUN}, {ACTION_COMPLETE_POINT}, {ACTION_CLOSE_RUN}, {ACTION_PUT_ANALYSIS} and the Flight SQL actions"
                 )));
             }
         };
@@ -620,6 +639,10 @@ impl FlightSqlService for LridFlightService {
                     "Complete a trajectory point (JSON CompletePoint)",
                 ),
                 (ACTION_CLOSE_RUN, "Close a run (JSON CloseRun)"),
+                (
+                    ACTION_PUT_ANALYSIS,
+                    "Store an analysis (Arrow IPC stream of analyses rows)",
+                ),
             ]
             .into_iter()
             .map(|(t, d)| {

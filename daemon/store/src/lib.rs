@@ -1,10 +1,12 @@
 //! # lrid-store
 //!
 //! The daemon's durable state. In: ingest messages of the lrid protocol ([`lrid_protocol`]) —
-//! runs opened and closed, layer snapshots (tensor values), trajectory points completed. Out:
-//! the tables `runs`, `layers` and `observables` (one row per run × point × layer × measurement
-//! model, the 45 statistics as columns), queryable with SQL through DataFusion while ingest goes
-//! on, and as Parquet files any tool can read.
+//! runs opened and closed, layer snapshots (tensor values), trajectory points completed (with
+//! optional per-layer diagnostics). Out: the tables `runs`, `layers`, `observables` (one row per
+//! run × point × layer × measurement model, the 45 statistics as columns) and `diagnostics` (one
+//! row per run × point × layer × diagnostic name, e.g. the angle between feedback and forward
+//! kernels), queryable with SQL through DataFusion while ingest goes on, and as Parquet files any
+//! tool can read.
 //!
 //! Statistics are computed as snapshots arrive (activation batches merge incrementally); raw
 //! tensors are never kept. Each accepted snapshot's contribution is appended to a write-ahead
@@ -17,21 +19,25 @@
 //! ```text
 //! manifest.json                    which files are current (replaced atomically)
 //! observables/part-NNNNNNNN.parquet  observable rows, sorted by run, layer, point
+//! diagnostics/part-NNNNNNNN.parquet  diagnostic rows, sorted by run, layer, point, name
 //! runs/runs-NNNNNNNN.parquet       every run (rewritten at each checkpoint)
 //! layers/layers-NNNNNNNN.parquet   every layer
+//! analyses/analysis-<hash>.parquet what `lrid analyze` measured (table `analyses`)
 //! wal/NNNNNNNN.wal                 write-ahead log segments
 //! ```
 //!
 //! e.g. DuckDB: `SELECT * FROM 'lrid-data/observables/*.parquet'`.
 
+mod analyses;
 mod state;
 mod tables;
 mod wal;
 
 use std::path::{Path, PathBuf};
 
+pub use analyses::{ANALYSES_SCHEMA, AnalysisRow, analyses_batch};
 pub use state::{ModelConfig, Store, StoreConfig};
-pub use tables::{LAYERS_SCHEMA, OBSERVABLES_SCHEMA, RUNS_SCHEMA};
+pub use tables::{DIAGNOSTICS_SCHEMA, LAYERS_SCHEMA, OBSERVABLES_SCHEMA, RUNS_SCHEMA};
 
 /// Errors of the store. The server maps each kind to one Flight status.
 #[derive(Debug, thiserror::Error)]

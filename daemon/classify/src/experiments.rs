@@ -1,0 +1,833 @@
+//! The paper's experiments (spec §3.6–§3.10) over a [`Dataset`] with classifier plugins:
+//! `main` (Fig. 2a, 2c, S1), `held-out` (Fig. 2b), `importances` (Fig. 3), `trajectory`
+//! (Fig. 4, S2b), `noise` (Fig. 5). A fit that fails is recorded as a failure of its
+//! classifier × measure; the others go on.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use lrid_plugins::Plugin;
+use lrid_report::{
+    Accuracy, AnalysisResults, CorpusSummary, CvScore, Excluded, Failure, FeatureImportance,
+    HeldOutResult, HeldOutValue, ImportanceResult, MainResult, MeasureAccuracy, NoiseResult,
+    PairResult, RESULTS_FORMAT, Settings, SplitResult, SubsampleResult, TrajectoryResult,
+};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::dataset::{Dataset, MeasureSet, POSITION_FEATURES, Points, shuffled, statistic_names};
+use crate::protocol::{Split, TrainingSet, accuracy, balanced_splits, confusion, mean_sem, zscore};
+use crate::{Error, Result};
+
+/// The experiments `lrid analyze` knows, in the order they run.
+pub const EXPERIMENTS: [&str; 5] = ["main", "held-out", "importances", "trajectory", "noise"];
+
+/// The factors held out in Fig. 2b.
+pub const HELD_OUT_FACTORS: [&str; 3] = ["architecture", "curriculum", "task"];
+
+/// How an analysis runs.
+#[derive(Debug, Clone)]
+pub struct AnalysisOptions {
+    pub name: String,
+    /// Classifiers, by name, in report order.
+    pub classifiers: Vec<Arc<Plugin>>,
+    pub grid: String,
+    /// Per classifier name: settings merged into each of its grid's configurations.
+    pub overrides: BTreeMap<String, serde_json::Value>,
+    pub experiments: Vec<String>,
+    pub splits: usize,
+    pub test_fraction: f64,
+    pub folds: usize,
+    pub seed: u64,
+    pub zscore: bool,
+    /// The measurement model of every experiment but `noise`.
+    pub model: String,
+    /// Where the corpus came from (for the settings table).
+    pub server: String,
+    pub where_predicate: Option<String>,
+}
+
+/// Progress of an analysis: how many units of work there are, and each one done.
+pub trait Progress {
+    fn total(&self, units: u64);
+    fn done(&self, what: &str);
+}
+
+/// An analysis that reports nothing.
+#[derive(Debug)]
+pub struct Quiet;
+
+impl Progress for Quiet {
+    fn total(&self, _: u64) {}
+    fn done(&self, _: &str) {}
+}
+
+fn acc(values: Vec<f64>) -> Accuracy {
+    let (mean, sem) = mean_sem(&values);
+    Accuracy { mean, sem, values }
+}
+
+/// One train/test evaluation: features of `measure` over `points` (train and test may use
+/// different points: Fig. 4b), z-scored on the training rows, model selected over `grid`.
+struct Evaluation {
+    predicted: Vec<u32>,
+    truth: Vec<u32>,
+    config: serde_json::Value,
+    cv: Vec<(serde_json::Value, f64)>,
+    importances: Option<Vec<Vec<f64>>>,
+    /// Permutation importance of each statistic of the measure: accuracy drop.
+    permutation: Vec<f64>,
+    seconds: f64,
+}
+
+struct Runner<'a> {
+    dataset: &'a Dataset,
+    options: &'a AnalysisOptions,
+}
+
+#[derive(Clone, Copy)]
+struct EvalSpec<'p> {
+    measure: MeasureSet,
+    train_points: &'p Points,
+    test_points: &'p Points,
+    /// Relabel the examples to these classes (a pair of rules); `None`: every rule.
+    classes: Option<&'p [u32]>,
+    want_importances: bool,
+    want_permutation: bool,
+}
+
+impl Runner<'_> {
+    #[allow(clippy::too_many_arguments)]
+    fn evaluate(
+        &self,
+        plugin: &Arc<Plugin>,
+        grid: &[serde_json::Value],
+        train: &[usize],
+        test: &[usize],
+        spec: EvalSpec<'_>,
+        seed: u64,
+    ) -> Result<Evaluation> {
+        let started = Instant::now();
+        let d = self.dataset;
+        let relabel = |i: usize| -> Option<u32> {
+            match spec.classes {
+                None => Some(d.labels[i]),
+                Some(cs) => cs.iter().position(|&c| c == d.labels[i]).map(|p| p as u32),
+            }
+        };
+        let train: Vec<usize> = train
+            .iter()
+            .copied()
+            .filter(|&i| relabel(i).is_some())
+            .collect();
+        let test: Vec<usize> = test
+            .iter()
+            .copied()
+            .filter(|&i| relabel(i).is_some())
+            .collect();
+        let classes = spec.classes.map_or(d.rules.len(), <[u32]>::len);
+        let (mut x_train, cols, layout) = d.matrix(&train, spec.measure, spec.train_points)?;
+        let (mut x_test, test_cols, _) = d.matrix(&test, spec.measure, spec.test_points)?;
+        if cols != test_cols {
+            return Err(Error::InvalidArgument(format!(
+                "training features ({cols}) and test features ({test_cols}) differ"
+            )));
+        }
+        if self.options.zscore {
+            zscore(&mut x_train, &mut [&mut x_test], cols, layout);
+        }
+        let y_train: Vec<u32> = train.iter().map(|&i| relabel(i).unwrap_or(0)).collect();
+        let truth: Vec<u32> = test.iter().map(|&i| relabel(i).unwrap_or(0)).collect();
+        let set = TrainingSet::new(plugin, x_train, cols, layout, y_train, classes)?;
+        let selected = set.select(grid, self.options.folds, seed)?;
+        let predicted = set.predict(&selected.model, x_test.clone())?;
+        let importances = if spec.want_importances {
+            selected.model.importances()?
+        } else {
+            None
+        };
+        let mut permutation = Vec::new();
+        if spec.want_permutation {
+            let base = accuracy(&predicted, &truth);
+            let t = layout.points.max(1);
+            let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5EED);
+            let rows = test.len();
+            for k in 0..spec.measure.statistics().len() {
+                let mut order: Vec<usize> = (0..rows).collect();
+                shuffled(&mut order, &mut rng);
+                let mut x = x_test.clone();
+                for (r, &from) in order.iter().enumerate() {
+                    for c in 0..t {
+                        let j = layout.categorical + k * t + c;
+                        x[r * cols + j] = x_test[from * cols + j];
+                    }
+                }
+                let p = set.predict(&selected.model, x)?;
+                permutation.push(base - accuracy(&p, &truth));
+            }
+        }
+        Ok(Evaluation {
+            predicted,
+            truth,
+            config: selected.config,
+            cv: selected.cv,
+            importances,
+            permutation,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+fn failure(experiment: &str, plugin: &Plugin, measure: Option<&str>, e: &Error) -> Failure {
+    Failure {
+        experiment: experiment.to_string(),
+        classifier: plugin.name.clone(),
+        measure: measure.map(str::to_string),
+        reason: e.to_string(),
+    }
+}
+
+/// The random forest among the classifiers (the paper's choice for held-out, importances,
+/// trajectory and noise), else the first.
+fn forest(options: &AnalysisOptions) -> Option<&Arc<Plugin>> {
+    options
+        .classifiers
+        .iter()
+        .find(|p| p.name == "random-forest")
+        .or_else(|| options.classifiers.first())
+}
+
+/// The classifier's grid `options.grid`, with its overrides merged into every configuration.
+fn grid_of(plugin: &Plugin, options: &AnalysisOptions) -> Result<Vec<serde_json::Value>> {
+    let mut grid = plugin.grid(&options.grid)?;
+    if let Some(serde_json::Value::Object(extra)) = options.overrides.get(&plugin.name) {
+        for config in &mut grid {
+            if let Some(c) = config.as_object_mut() {
+                for (k, v) in extra {
+                    c.insert(k.clone(), v.clone());
+                }
+            }
+        }
+    }
+    Ok(grid)
+}
+
+/// Runs `options.experiments` on `corpus` (every measurement model; the main experiments use
+/// `options.model`).
+pub fn analyze(
+    corpus: &Dataset,
+    options: &AnalysisOptions,
+    progress: &dyn Progress,
+) -> Result<AnalysisResults> {
+    let started = Instant::now();
+    for e in &options.experiments {
+        if !EXPERIMENTS.contains(&e.as_str()) {
+            return Err(Error::InvalidArgument(format!(
+                "unknown experiment '{e}' (known: {})",
+                EXPERIMENTS.join(", ")
+            )));
+        }
+    }
+    if options.classifiers.is_empty() {
+        return Err(Error::InvalidArgument("no classifier to run".into()));
+    }
+    let dataset = corpus.of_model(&options.model);
+    if dataset.is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "the corpus has no examples under measurement model '{}' (models present: {})",
+            options.model,
+            corpus.measurement_models().join(", ")
+        )));
+    }
+    let splits = balanced_splits(
+        &dataset.labels,
+        &dataset.rules,
+        None,
+        options.splits,
+        options.test_fraction,
+        options.folds,
+        options.seed,
+    )?;
+    let runs: std::collections::BTreeSet<&str> =
+        dataset.examples.iter().map(|e| e.run_id.as_str()).collect();
+    let mut per_arch: BTreeMap<String, std::collections::BTreeSet<&str>> = BTreeMap::new();
+    let mut per_task: BTreeMap<String, std::collections::BTreeSet<&str>> = BTreeMap::new();
+    for e in &dataset.examples {
+        let arch = e.architecture.clone().unwrap_or_else(|| "(none)".into());
+        let task = e.task.clone().unwrap_or_else(|| "(none)".into());
+        per_arch.entry(arch).or_default().insert(&e.run_id);
+        per_task.entry(task).or_default().insert(&e.run_id);
+    }
+    let corpus_summary = CorpusSummary {
+        examples: dataset.len(),
+        runs: runs.len(),
+        rules: dataset.rules.clone(),
+        examples_per_rule: dataset
+            .rules
+            .iter()
+            .cloned()
+            .zip(dataset.counts())
+            .collect(),
+        runs_per_architecture: per_arch.into_iter().map(|(k, v)| (k, v.len())).collect(),
+        runs_per_task: per_task.into_iter().map(|(k, v)| (k, v.len())).collect(),
+        models: corpus.measurement_models(),
+        features: dataset.feature_names(MeasureSet::All, &Points::All).len(),
+        excluded: corpus
+            .excluded
+            .iter()
+            .map(|x| Excluded {
+                run_id: x.run_id.clone(),
+                reason: x.reason.clone(),
+            })
+            .collect(),
+    };
+    let wants = |e: &str| options.experiments.iter().any(|x| x == e);
+    let runner = Runner {
+        dataset: &dataset,
+        options,
+    };
+    let rf = forest(options).cloned();
+    let n_splits = splits.len() as u64;
+    let n_classifiers = options.classifiers.len() as u64;
+    let pairs = (dataset.rules.len() * (dataset.rules.len() - 1) / 2) as u64;
+    let mut units = 0;
+    if wants("main") {
+        units += n_classifiers * 4 * n_splits * (1 + pairs);
+    }
+    if wants("held-out") {
+        units += HELD_OUT_FACTORS.len() as u64 * 4;
+    }
+    if wants("importances") && !wants("main") {
+        units += n_splits;
+    }
+    if wants("trajectory") {
+        units += (subsampling_plan(dataset.points).len() as u64 + 3 + 4) * n_splits;
+    }
+    if wants("noise") {
+        units += corpus.measurement_models().len() as u64 * 4 * n_splits;
+    }
+    progress.total(units);
+    let mut failures = Vec::new();
+    let mut main = Vec::new();
+    let mut tree_importances: Vec<Vec<f64>> = Vec::new();
+    let mut permutations: Vec<Vec<f64>> = Vec::new();
+    let all_points = Points::All;
+
+    // Main (and the importances of the forest on all measures).
+    let run_main = wants("main");
+    let run_importances = wants("importances") && rf.as_ref().is_some_and(|p| p.has_importances());
+    for plugin in &options.classifiers {
+        let grid = match grid_of(plugin, options) {
+            Ok(g) => g,
+            Err(e) => {
+                failures.push(failure("main", plugin, None, &e));
+                continue;
+            }
+        };
+        for measure in MeasureSet::ALL {
+            let is_rf_all =
+                rf.as_ref().is_some_and(|r| Arc::ptr_eq(r, plugin)) && measure == MeasureSet::All;
+            if !(run_main || run_importances && is_rf_all) {
+                continue;
+            }
+            let mut split_results = Vec::new();
+            let mut pair_acc: BTreeMap<(u32, u32), Vec<f64>> = BTreeMap::new();
+            let mut failed = None;
+            for (s, split) in splits.iter().enumerate() {
+                let spec = EvalSpec {
+                    measure,
+                    train_points: &all_points,
+                    test_points: &all_points,
+                    classes: None,
+                    want_importances: run_importances && is_rf_all,
+                    want_permutation: run_importances && is_rf_all,
+                };
+                let seed = options.seed.wrapping_add(1000 * s as u64 + 1);
+                let ev = match runner.evaluate(plugin, &grid, &split.train, &split.test, spec, seed)
+                {
+                    Ok(ev) => ev,
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                };
+                progress.done(&format!(
+                    "main {} {} split {s}",
+                    plugin.name,
+                    measure.as_str()
+                ));
+                if let Some(imp) = &ev.importances {
+                    tree_importances.extend(imp.iter().cloned());
+                }
+                if !ev.permutation.is_empty() {
+                    permutations.push(ev.permutation.clone());
+                }
+                if run_main {
+                    for a in 0..dataset.rules.len() as u32 {
+                        for b in a + 1..dataset.rules.len() as u32 {
+                            let pair = [a, b];
+                            let spec = EvalSpec {
+                                classes: Some(&pair),
+                                want_importances: false,
+                                want_permutation: false,
+                                ..spec
+                            };
+                            match runner.evaluate(
+                                plugin,
+                                &grid,
+                                &split.train,
+                                &split.test,
+                                spec,
+                                seed,
+                            ) {
+                                Ok(p) => pair_acc
+                                    .entry((a, b))
+                                    .or_default()
+                                    .push(accuracy(&p.predicted, &p.truth)),
+                                Err(e) => failures.push(failure(
+                                    "main (pairwise)",
+                                    plugin,
+                                    Some(measure.as_str()),
+                                    &e,
+                                )),
+                            }
+                            progress.done("pairwise");
+                        }
+                    }
+                }
+                split_results.push(SplitResult {
+                    split: s,
+                    train_examples: split.train.len(),
+                    test_examples: ev.truth.len(),
+                    accuracy: accuracy(&ev.predicted, &ev.truth),
+                    config: ev.config.clone(),
+                    cv: ev
+                        .cv
+                        .iter()
+                        .map(|(config, accuracy)| CvScore {
+                            config: config.clone(),
+                            accuracy: *accuracy,
+                        })
+                        .collect(),
+                    confusion: confusion(&ev.predicted, &ev.truth, dataset.rules.len()),
+                    fit_seconds: ev.seconds,
+                });
+            }
+            if let Some(e) = failed {
+                failures.push(failure("main", plugin, Some(measure.as_str()), &e));
+                continue;
+            }
+            if !run_main {
+                continue;
+            }
+            let k = dataset.rules.len();
+            let mut total = vec![vec![0u64; k]; k];
+            for r in &split_results {
+                for (i, row) in r.confusion.iter().enumerate() {
+                    for (j, v) in row.iter().enumerate() {
+                        total[i][j] += v;
+                    }
+                }
+            }
+            main.push(MainResult {
+                classifier: plugin.name.clone(),
+                measure: measure.as_str().to_string(),
+                accuracy: acc(split_results.iter().map(|r| r.accuracy).collect()),
+                confusion: total,
+                splits: split_results,
+                pairwise: pair_acc
+                    .into_iter()
+                    .map(|((a, b), v)| PairResult {
+                        a: dataset.rules[a as usize].clone(),
+                        b: dataset.rules[b as usize].clone(),
+                        accuracy: acc(v),
+                    })
+                    .collect(),
+            });
+        }
+    }
+
+    let importances = (run_importances && !tree_importances.is_empty()).then(|| {
+        importance_result(
+            rf.as_ref().map_or("", |p| p.name.as_str()),
+            &tree_importances,
+            &permutations,
+            dataset.points,
+        )
+    });
+
+    // Held-out factors (the forest, all measures, the grid's selection on the training set).
+    let mut held_out = Vec::new();
+    if wants("held-out")
+        && let Some(plugin) = &rf
+    {
+        let reference = main
+            .iter()
+            .find(|m| m.classifier == plugin.name && m.measure == "all")
+            .map(|m| m.accuracy.mean);
+        match grid_of(plugin, options) {
+            Err(e) => failures.push(failure("held-out", plugin, Some("all"), &e)),
+            Ok(grid) => {
+                for factor in HELD_OUT_FACTORS {
+                    match held_out_factor(&runner, plugin, &grid, factor) {
+                        Ok(Some(values)) => held_out.push(HeldOutResult {
+                            classifier: plugin.name.clone(),
+                            factor: factor.to_string(),
+                            accuracy: acc(values.iter().map(|v| v.accuracy).collect()),
+                            values,
+                            reference,
+                        }),
+                        Ok(None) => {}
+                        Err(e) => failures.push(failure("held-out", plugin, Some("all"), &e)),
+                    }
+                    progress.done(&format!("held-out {factor}"));
+                }
+            }
+        }
+    }
+
+    // Trajectory subsampling.
+    let mut trajectory = None;
+    if wants("trajectory")
+        && let Some(plugin) = &rf
+    {
+        match trajectory_experiments(&runner, plugin, &splits, progress) {
+            Ok(t) => trajectory = Some(t),
+            Err(e) => failures.push(failure("trajectory", plugin, None, &e)),
+        }
+    }
+
+    // Measurement models.
+    let mut noise = Vec::new();
+    if wants("noise")
+        && let Some(plugin) = &rf
+    {
+        for model in corpus.measurement_models() {
+            match noise_experiment(corpus, &model, plugin, options, progress) {
+                Ok(r) => noise.push(r),
+                Err(e) => failures.push(failure("noise", plugin, None, &e)),
+            }
+        }
+    }
+
+    Ok(AnalysisResults {
+        format: RESULTS_FORMAT,
+        name: options.name.clone(),
+        created_at: now_rfc3339(),
+        settings: Settings {
+            server: options.server.clone(),
+            where_predicate: options.where_predicate.clone(),
+            model: options.model.clone(),
+            points: dataset.points,
+            grid: options.grid.clone(),
+            classifiers: options.classifiers.iter().map(|p| p.name.clone()).collect(),
+            experiments: options.experiments.clone(),
+            splits: options.splits,
+            test_fraction: options.test_fraction,
+            folds: options.folds,
+            seed: options.seed,
+            zscore: options.zscore,
+        },
+        corpus: corpus_summary,
+        main,
+        held_out,
+        importances,
+        trajectory,
+        noise,
+        failures,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn importance_result(
+    classifier: &str,
+    trees: &[Vec<f64>],
+    permutations: &[Vec<f64>],
+    points: usize,
+) -> ImportanceResult {
+    let names = statistic_names();
+    let mut impurity = Vec::new();
+    for (p, name) in POSITION_FEATURES.iter().enumerate() {
+        let v: Vec<f64> = trees.iter().map(|t| t[p]).collect();
+        let (mean, sem) = mean_sem(&v);
+        impurity.push(FeatureImportance {
+            feature: name.to_string(),
+            measure: "position".into(),
+            mean,
+            sem,
+        });
+    }
+    for (k, name) in names.iter().enumerate() {
+        let start = POSITION_FEATURES.len() + k * points;
+        let v: Vec<f64> = trees
+            .iter()
+            .map(|t| t[start..start + points].iter().sum())
+            .collect();
+        let (mean, sem) = mean_sem(&v);
+        impurity.push(FeatureImportance {
+            feature: name.clone(),
+            measure: MeasureSet::of_statistic(k).to_string(),
+            mean,
+            sem,
+        });
+    }
+    let permutation = names
+        .iter()
+        .enumerate()
+        .map(|(k, name)| {
+            let v: Vec<f64> = permutations.iter().map(|p| p[k]).collect();
+            let (mean, sem) = mean_sem(&v);
+            FeatureImportance {
+                feature: name.clone(),
+                measure: MeasureSet::of_statistic(k).to_string(),
+                mean,
+                sem,
+            }
+        })
+        .collect();
+    ImportanceResult {
+        classifier: classifier.to_string(),
+        impurity,
+        permutation,
+    }
+}
+
+/// Fig. 2b for one factor: `None` when the corpus has fewer than two of its values.
+fn held_out_factor(
+    runner: &Runner<'_>,
+    plugin: &Arc<Plugin>,
+    grid: &[serde_json::Value],
+    factor: &str,
+) -> Result<Option<Vec<HeldOutValue>>> {
+    let d = runner.dataset;
+    let values: std::collections::BTreeSet<String> =
+        d.examples.iter().filter_map(|e| e.factor(factor)).collect();
+    if values.len() < 2 {
+        return Ok(None);
+    }
+    let mut out = Vec::new();
+    for value in values {
+        let (test, train): (Vec<usize>, Vec<usize>) =
+            (0..d.len()).partition(|&i| d.examples[i].factor(factor).as_deref() == Some(&value));
+        let spec = EvalSpec {
+            measure: MeasureSet::All,
+            train_points: &Points::All,
+            test_points: &Points::All,
+            classes: None,
+            want_importances: false,
+            want_permutation: false,
+        };
+        let ev = runner.evaluate(plugin, grid, &train, &test, spec, runner.options.seed)?;
+        out.push(HeldOutValue {
+            value,
+            train_examples: train.len(),
+            test_examples: test.len(),
+            accuracy: accuracy(&ev.predicted, &ev.truth),
+            confusion: confusion(&ev.predicted, &ev.truth, d.rules.len()),
+        });
+    }
+    Ok(Some(out))
+}
+
+/// (period, count) pairs of Fig. 4a: periods 1, the middle one and 5 (when they fit), counts
+/// 1, 2, 3, 5 and every count up to the largest that fits at each period.
+pub fn subsampling_plan(points: usize) -> Vec<(usize, usize)> {
+    let mut plan = Vec::new();
+    let max_period = (points.saturating_sub(1) / 4).clamp(1, 5);
+    let mut periods = vec![1, max_period.div_ceil(2).max(1), max_period];
+    periods.dedup();
+    for period in periods {
+        let most = points.saturating_sub(1) / period + 1;
+        let mut counts: Vec<usize> = [1, 2, 3, 5, most]
+            .into_iter()
+            .filter(|&c| c <= most)
+            .collect();
+        counts.dedup();
+        plan.extend(counts.into_iter().map(|c| (period, c)));
+    }
+    plan
+}
+
+fn trajectory_experiments(
+    runner: &Runner<'_>,
+    plugin: &Arc<Plugin>,
+    splits: &[Split],
+    progress: &dyn Progress,
+) -> Result<TrajectoryResult> {
+    let d = runner.dataset;
+    // One configuration (the grid's first): these experiments compare feature sets, and the
+    // full protocol would multiply their cost by the grid and the folds.
+    let grid = vec![grid_of(plugin, runner.options)?.remove(0)];
+    let seed = runner.options.seed;
+    let eval = |measure: MeasureSet, train_points: &Points, test_points: &Points, split: &Split| {
+        let spec = EvalSpec {
+            measure,
+            train_points,
+            test_points,
+            classes: None,
+            want_importances: false,
+            want_permutation: false,
+        };
+        runner
+            .evaluate(plugin, &grid, &split.train, &split.test, spec, seed)
+            .map(|ev| accuracy(&ev.predicted, &ev.truth))
+    };
+    let mut subsampling = Vec::new();
+    for (period, count) in subsampling_plan(d.points) {
+        let points = Points::Sparse {
+            period,
+            count,
+            seed,
+        };
+        let mut values = Vec::new();
+        for split in splits {
+            values.push(eval(MeasureSet::All, &points, &points, split)?);
+            progress.done(&format!("trajectory period {period} count {count}"));
+        }
+        subsampling.push(SubsampleResult {
+            measure: "all".into(),
+            period,
+            count,
+            proportion: count as f64 / d.points as f64,
+            accuracy: acc(values),
+        });
+    }
+    let third = d.points / 3;
+    let thirds_points: Vec<Points> = (0..3)
+        .map(|i| Points::Range {
+            start: i * third,
+            len: third,
+        })
+        .collect();
+    let mut thirds = vec![vec![Vec::new(); 3]; 3];
+    for split in splits {
+        for (i, train_points) in thirds_points.iter().enumerate() {
+            for (j, test_points) in thirds_points.iter().enumerate() {
+                thirds[i][j].push(eval(MeasureSet::All, train_points, test_points, split)?);
+            }
+            progress.done("trajectory thirds");
+        }
+    }
+    let mut time_averaged = Vec::new();
+    for measure in MeasureSet::ALL {
+        let mut values = Vec::new();
+        for split in splits {
+            values.push(eval(measure, &Points::Mean, &Points::Mean, split)?);
+            progress.done("trajectory time-averaged");
+        }
+        time_averaged.push(MeasureAccuracy {
+            measure: measure.as_str().to_string(),
+            accuracy: acc(values),
+        });
+    }
+    Ok(TrajectoryResult {
+        classifier: plugin.name.clone(),
+        subsampling,
+        thirds: thirds
+            .into_iter()
+            .map(|row| row.into_iter().map(acc).collect())
+            .collect(),
+        time_averaged,
+    })
+}
+
+fn noise_experiment(
+    corpus: &Dataset,
+    model: &str,
+    plugin: &Arc<Plugin>,
+    options: &AnalysisOptions,
+    progress: &dyn Progress,
+) -> Result<NoiseResult> {
+    let mut d = corpus.of_model(model);
+    // FA vs IA where both exist (spec §3.10), else every rule.
+    let fa_ia = ["feedback-alignment", "information-alignment"];
+    if fa_ia.iter().all(|r| d.rules.iter().any(|x| x == r)) {
+        let keep: Vec<usize> = (0..d.len())
+            .filter(|&i| fa_ia.contains(&d.examples[i].learning_rule.as_str()))
+            .collect();
+        d = d.subset(&keep);
+    }
+    let splits = balanced_splits(
+        &d.labels,
+        &d.rules,
+        None,
+        options.splits,
+        options.test_fraction,
+        options.folds,
+        options.seed,
+    )?;
+    let grid = vec![grid_of(plugin, options)?.remove(0)];
+    let runner = Runner {
+        dataset: &d,
+        options,
+    };
+    let mut per_measure = Vec::new();
+    let all: Vec<usize> = (0..d.len()).collect();
+    for measure in MeasureSet::ALL {
+        // A measure not observable under this model (the activity change outside `ideal`).
+        if d.unavailable_in(&all, measure).is_some() {
+            for _ in &splits {
+                progress.done(&format!(
+                    "noise {model} {} (not observable)",
+                    measure.as_str()
+                ));
+            }
+            continue;
+        }
+        let mut values = Vec::new();
+        for split in &splits {
+            let spec = EvalSpec {
+                measure,
+                train_points: &Points::All,
+                test_points: &Points::All,
+                classes: None,
+                want_importances: false,
+                want_permutation: false,
+            };
+            let ev =
+                runner.evaluate(plugin, &grid, &split.train, &split.test, spec, options.seed)?;
+            values.push(accuracy(&ev.predicted, &ev.truth));
+            progress.done(&format!("noise {model} {}", measure.as_str()));
+        }
+        per_measure.push(MeasureAccuracy {
+            measure: measure.as_str().to_string(),
+            accuracy: acc(values),
+        });
+    }
+    Ok(NoiseResult {
+        classifier: plugin.name.clone(),
+        model: model.to_string(),
+        unit_fraction: None,
+        noise_std: None,
+        rules: d.rules.clone(),
+        per_measure,
+    })
+}
+
+/// The current time as RFC 3339 (UTC, seconds).
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_subsampling_plan_fits_the_trajectory() {
+        let plan = subsampling_plan(21);
+        assert!(plan.contains(&(1, 1)) && plan.contains(&(1, 21)) && plan.contains(&(5, 5)));
+        assert!(plan.contains(&(3, 7)));
+        for (p, c) in plan {
+            assert!((c - 1) * p < 21);
+        }
+    }
+
+    #[test]
+    fn dates_are_rfc3339() {
+        let s = now_rfc3339();
+        assert_eq!(s.len(), 20);
+        assert!(s.starts_with("20") && s.ends_with('Z'), "{s}");
+    }
+}
