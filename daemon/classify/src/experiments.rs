@@ -373,14 +373,23 @@ pub fn analyze(
                                 want_permutation: false,
                                 ..spec
                             };
-                            match runner.evaluate(
-                                plugin,
-                                &grid,
-                                &split.train,
-                                &split.test,
-                                spec,
-                                seed,
-                            ) {
+                            // The split's chosen configuration; when it cannot fit the two
+                            // rules' smaller training set (e.g. more PCA components than
+                            // examples), the grid is searched again on it.
+                            let chosen = [ev.config.clone()];
+                            let outcome = runner
+                                .evaluate(plugin, &chosen, &split.train, &split.test, spec, seed)
+                                .or_else(|_| {
+                                    runner.evaluate(
+                                        plugin,
+                                        &grid,
+                                        &split.train,
+                                        &split.test,
+                                        spec,
+                                        seed,
+                                    )
+                                });
+                            match outcome {
                                 Ok(p) => pair_acc
                                     .entry((a, b))
                                     .or_default()

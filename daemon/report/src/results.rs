@@ -129,8 +129,9 @@ pub struct MainResult {
     /// Summed over splits; rows = true, columns = predicted.
     pub confusion: Vec<Vec<u64>>,
     pub splits: Vec<SplitResult>,
-    /// Fig. S1: two-rule classifiers (the split's examples of those two rules, the grid searched
-    /// again by cross-validation), one entry per pair.
+    /// Fig. S1: two-rule classifiers (the split's examples of those two rules, the split's
+    /// chosen configuration — the grid searched again where it cannot fit them), one entry per
+    /// pair.
     pub pairwise: Vec<PairResult>,
 }
 
