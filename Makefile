@@ -57,7 +57,7 @@ demo: plugins
 	url=http://$$(awk '{print $$5; exit}' target/demo/serve.out); \
 	$(LRID) sql "SELECT learning_rule, architecture, count(*) AS runs FROM runs WHERE starts_with(run_id, 'demo/') AND status = 'closed' GROUP BY learning_rule, architecture ORDER BY architecture, learning_rule" --server $$url; \
 	$(LRID) sql "SELECT r.learning_rule, o.point, round(avg(o.weightabs_mean), 5) AS mean_abs_weight, round(avg(o.actraw_mean), 4) AS mean_act FROM observables o JOIN runs r ON o.run_id = r.run_id WHERE r.architecture = 'resnet18-v1' AND o.layer_name = 'dense' AND o.point IN (0, 10, 20) GROUP BY r.learning_rule, o.point ORDER BY r.learning_rule, o.point" --server $$url; \
-	$(LRID) analyze --server $$url --name demo --where "starts_with(run_id, 'demo/')"; \
+	$(LRID) analyze --server $$url --name demo --where "starts_with(run_id, 'demo/')" --classifiers random-forest --experiments main,held-out,importances; \
 	status=$$?; kill $$pid; wait $$pid; exit $$status
 
 lint: venv
