@@ -210,21 +210,25 @@ fn analyze_reports_every_experiment_stores_its_rows_and_uses_a_classifier_droppe
     )
     .unwrap();
     wait_for_plugin(&daemon, "knn");
-    let out = lrid(&[
-        "analyze",
-        "--server",
-        &url,
-        "--name",
-        "knn",
-        "--classifiers",
-        "knn",
-        "--experiments",
-        "main",
-        "--splits",
-        "2",
-        "--out",
-        tmp.path().join("knn").to_str().unwrap(),
-    ]);
+    let knn_out = tmp.path().join("knn");
+    let analyze_knn = || {
+        lrid(&[
+            "analyze",
+            "--server",
+            &url,
+            "--name",
+            "knn",
+            "--classifiers",
+            "knn",
+            "--experiments",
+            "main",
+            "--splits",
+            "2",
+            "--out",
+            knn_out.to_str().unwrap(),
+        ])
+    };
+    let out = analyze_knn();
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("knn"), "{}", text(&out));
     let n = daemon
@@ -233,21 +237,7 @@ fn analyze_reports_every_experiment_stores_its_rows_and_uses_a_classifier_droppe
     let all = daemon.sql("SELECT count(*) AS n FROM analyses WHERE analysis = 'knn'");
     assert_eq!(all[0]["n"], 56, "and 6 pairs × 4 measures × 2 splits");
     // Re-running an analysis of the same name replaces its rows.
-    let out = lrid(&[
-        "analyze",
-        "--server",
-        &url,
-        "--name",
-        "knn",
-        "--classifiers",
-        "knn",
-        "--experiments",
-        "main",
-        "--splits",
-        "2",
-        "--out",
-        tmp.path().join("knn").to_str().unwrap(),
-    ]);
+    let out = analyze_knn();
     assert!(out.status.success(), "{}", text(&out));
     let n = daemon.sql("SELECT count(*) AS n FROM analyses WHERE analysis = 'knn'");
     assert_eq!(n[0]["n"], 56, "replaced, not added");

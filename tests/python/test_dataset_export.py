@@ -42,6 +42,8 @@ import pyarrow.flight as flight
 import pyarrow.parquet as pq
 import pytest
 
+from test_pyarrow_flight_ingest import action, protobuf_any
+
 SNAPSHOT_TYPE_URL = "type.lrid.dev/lrid.v1.Snapshot"
 POINTS = 21
 
@@ -135,24 +137,6 @@ seed = 3
 
 
 # --- recording with pyarrow Flight -----------------------------------------------------------
-
-
-def protobuf_any(type_url: str, value: bytes) -> bytes:
-    """A protobuf `Any` (field 1: type_url, field 2: value), encoded by hand."""
-
-    def field(number: int, payload: bytes) -> bytes:
-        n, out = len(payload), bytearray([number << 3 | 2])
-        while n >= 0x80:
-            out.append(n & 0x7F | 0x80)
-            n >>= 7
-        out.append(n)
-        return bytes(out) + payload
-
-    return field(1, type_url.encode()) + field(2, value)
-
-
-def action(client, kind: str, body: dict):
-    return list(client.do_action(flight.Action(kind, json.dumps(body).encode())))
 
 
 SCHEMA = pa.schema([pa.field("value", pa.float32(), nullable=False)])
