@@ -96,7 +96,7 @@ fn built_in_rules_load_and_are_listed() {
             (
                 "information-alignment".into(),
                 "learning-rule",
-                "1.0.0".into()
+                "1.1.0".into()
             ),
             ("sgdm".into(), "learning-rule", "1.0.0".into()),
         ]
@@ -406,6 +406,66 @@ fn information_alignment_gives_b_the_closed_form_gradient_and_w_none() {
             "{spec:?}: {got} vs {want}"
         );
     }
+}
+
+#[test]
+fn information_alignment_can_give_b_its_own_adam() {
+    tch::manual_seed(13);
+    let f = folder(&[("lrid_rule_information_alignment", "ia.so")]);
+    f.host.rescan().unwrap();
+    let plugin = f.host.rule("information-alignment").unwrap();
+    let refused = |config: serde_json::Value, want: &str| {
+        let e = plugin.instantiate(&config).unwrap_err().to_string();
+        assert!(e.contains(want), "{config}: {e}");
+    };
+    refused(
+        serde_json::json!({"alignment_lr": 0.01}),
+        "alignment_optimizer",
+    );
+    refused(
+        serde_json::json!({"alignment_optimizer": "rmsprop"}),
+        "unknown alignment_optimizer 'rmsprop'",
+    );
+    refused(
+        serde_json::json!({"alignment_optimizer": "adam", "alignment_lr": -1.0}),
+        "positive",
+    );
+    refused(
+        serde_json::json!({"alhpa": 1.0}),
+        "unknown configuration key 'alhpa'",
+    );
+
+    let lr_b = 0.01;
+    let mut ia = rule(
+        &f.host,
+        "information-alignment",
+        serde_json::json!({"alignment_optimizer": "adam", "alignment_lr": lr_b}),
+    );
+    let w = randn(&[3, 5]).set_requires_grad(true);
+    let bias = randn(&[3]).set_requires_grad(true);
+    let extra = ia.init_layer(&DENSE, &w).unwrap();
+    let b = extra[0].shallow_clone();
+    let x = randn(&[6, 5]);
+    let out = ia.forward(&DENSE, &x, &w, Some(&bias), &extra).unwrap();
+    let local = ia
+        .local_loss(&DENSE, &x, &w, Some(&bias), &extra)
+        .unwrap()
+        .unwrap();
+    (out.sum(Kind::Float) + local).backward();
+    let (w0, b0) = (w.detach().copy(), b.detach().copy());
+    let (gw, gb) = (w.grad().copy(), b.grad().copy());
+    let lr = 0.1;
+    ia.step(
+        &[w.shallow_clone(), bias.shallow_clone(), b.shallow_clone()],
+        lr,
+    )
+    .unwrap();
+    // W: the first SGD-with-momentum step is plain SGD at the run's rate.
+    assert_close(&w.detach(), &(&w0 - &gw * lr), "W after one step");
+    // B: Adam's first step moves every entry by alignment_lr against its gradient's sign
+    // (m̂/√v̂ = g/|g|), whatever the run's rate.
+    let want = &b0 - gb.sign() * lr_b;
+    assert_close(&b.detach(), &want, "B after Adam's first step");
 }
 
 /// Trains one copy with tch's optimizer and one with the plugin, same data, same start.
