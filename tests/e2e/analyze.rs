@@ -151,6 +151,25 @@ fn analyze_reports_every_experiment_stores_its_rows_and_uses_a_classifier_droppe
             .is_empty()
     );
     assert_eq!(results["noise"].as_array().unwrap().len(), 1);
+    // Early identification: runs held out by seed combination and by architecture, one
+    // accuracy per prefix length, rising to the end (the synthetic rules drift apart).
+    let curves = results["early"]["curves"].as_array().unwrap();
+    let held: Vec<&str> = curves
+        .iter()
+        .map(|c| c["held_out"].as_str().unwrap())
+        .collect();
+    assert_eq!(held, ["seeds", "architecture"]);
+    for c in curves {
+        let acc: Vec<f64> = c["accuracy"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!(acc.len(), 21);
+        assert_eq!(c["runs"], 32, "every run is held out once: {c}");
+        assert!(acc[20] > acc[0], "identification improves with points: {c}");
+    }
     assert_eq!(
         results["failures"].as_array().unwrap().len(),
         0,
@@ -170,6 +189,7 @@ fn analyze_reports_every_experiment_stores_its_rows_and_uses_a_classifier_droppe
         "thirds.svg",
         "time_averaged.svg",
         "noise.svg",
+        "early.svg",
     ] {
         assert!(report.join(figure).exists(), "{figure} missing");
         assert!(html.contains(figure), "{figure} not in the page");
@@ -187,6 +207,7 @@ fn analyze_reports_every_experiment_stores_its_rows_and_uses_a_classifier_droppe
     assert_eq!(
         experiments,
         [
+            "early",
             "held-out",
             "importances",
             "main",

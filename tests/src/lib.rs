@@ -144,92 +144,140 @@ impl Drop for Daemon {
     }
 }
 
-/// A labelled corpus recorded through the SDK into a daemon, as a training job would: runs of
-/// `rules` × architectures `net-a`, `net-b` × batch sizes 32, 64 × data seeds 0, 1 (one task,
-/// `synthetic`), 3 layers (early, middle, deep), `points` points each. Every tensor is drawn
-/// from a seeded generator; its scale and offset drift over the trajectory at a rate that
-/// depends on the rule, so the rules are separable but not trivially (per-run noise).
-/// Returns the run ids.
+/// One run of the synthetic corpus: which rule (its index sets how its statistics drift) and
+/// the run's factors.
+#[derive(Debug, Clone)]
+pub struct SyntheticRun {
+    pub run_id: String,
+    pub rule_index: usize,
+    pub rule: String,
+    pub arch: String,
+    pub batch: u32,
+    pub data_seed: i64,
+}
+
+impl SyntheticRun {
+    pub fn labels(&self) -> lrid_protocol::RunLabels {
+        lrid_protocol::RunLabels {
+            learning_rule: Some(self.rule.clone()),
+            architecture: Some(self.arch.clone()),
+            task: Some("synthetic".into()),
+            batch_size: Some(self.batch),
+            model_seed: Some(0),
+            data_seed: Some(self.data_seed),
+            hyperparameters: None,
+        }
+    }
+
+    fn seed(&self) -> u64 {
+        (self.rule_index as u64 + 1) * 1_000_003
+            + u64::from(self.batch) * 7
+            + self.data_seed as u64 * 13
+            + self.arch.bytes().fold(0u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+            })
+    }
+
+    /// Opens the run (or re-opens it, after a daemon restart) and records points `points` of a
+    /// trajectory of `total` points: 3 layers (early, middle, deep), every tensor drawn from a
+    /// generator seeded by the run and the point, its scale and offset drifting over the
+    /// trajectory at a rate that depends on the rule: the rules look alike at the first points
+    /// and apart by the last (per-run and per-value noise).
+    /// Closes the run when its last point is recorded.
+    pub fn record(&self, url: &str, points: std::ops::Range<u32>, total: u32) {
+        use lrid_protocol::{LayerInfo, Position};
+        use lrid_sdk::{Recorder, RecorderConfig};
+        let rec = Recorder::open(
+            RecorderConfig::new(url.to_string()),
+            &self.run_id,
+            self.labels(),
+        )
+        .expect("open a run");
+        let run_scale = 1.0 + 0.05 * SplitMix(self.seed()).normal();
+        let r = self.rule_index as f64;
+        for p in points {
+            let mut rng = SplitMix(self.seed() ^ (u64::from(p) + 1).wrapping_mul(0x9e37_79b9));
+            let t = f64::from(p) / f64::from(total.max(2) - 1);
+            for l in 0..3u32 {
+                let layer = LayerInfo {
+                    index: l,
+                    name: format!("layer{l}"),
+                    position: [Position::Early, Position::Middle, Position::Deep][l as usize],
+                    weight_shape: vec![8, 8],
+                    activation_shape: vec![16],
+                };
+                // Rule r grows its scale by 40 % × r over training, shifts by 0.1 × r; the
+                // rest is noise (the run's scale varies by 5 %): alike at the start, apart by the end.
+                let scale = run_scale * (1.0 + 0.4 * r * t) * (1.0 + 0.05 * f64::from(l));
+                let shift = 0.1 * r * t;
+                let mut draw = |n: usize| -> Vec<f32> {
+                    (0..n)
+                        .map(|_| (shift + scale * rng.normal()) as f32)
+                        .collect()
+                };
+                rec.record_weights(p, &layer, &draw(64)).expect("weights");
+                rec.record_activations(p, &layer, 0, 4, &draw(64))
+                    .expect("activations");
+                rec.record_activity_change(p, &layer, 0, &draw(4))
+                    .expect("activity change");
+            }
+            rec.complete_point(p, Some(i64::from(p) * 10))
+                .expect("complete");
+            if p + 1 == total {
+                rec.close().expect("close the run");
+            }
+        }
+    }
+}
+
+/// The runs of a synthetic corpus: `rules` × architectures `archs` × batch sizes 32, 64 ×
+/// `data_seeds`, ids `<prefix>/<arch>/<rule>/b<batch>/d<seed>`.
+pub fn synthetic_runs(
+    prefix: &str,
+    rules: &[&str],
+    archs: &[&str],
+    data_seeds: &[i64],
+) -> Vec<SyntheticRun> {
+    let mut runs = Vec::new();
+    for (r, rule) in rules.iter().enumerate() {
+        for arch in archs {
+            for batch in [32u32, 64] {
+                for &data_seed in data_seeds {
+                    runs.push(SyntheticRun {
+                        run_id: format!("{prefix}/{arch}/{rule}/b{batch}/d{data_seed}"),
+                        rule_index: r,
+                        rule: rule.to_string(),
+                        arch: arch.to_string(),
+                        batch,
+                        data_seed,
+                    });
+                }
+            }
+        }
+    }
+    runs
+}
+
+/// A labelled corpus recorded through the SDK into a daemon, as training jobs would (four at a
+/// time): the [`synthetic_runs`] of `rules` × `net-a`, `net-b` × batch sizes 32, 64 × data seeds
+/// 0, 1, `points` points each. Returns the run ids.
 pub fn record_synthetic_corpus(
     url: &str,
     prefix: &str,
     rules: &[&str],
     points: u32,
 ) -> Vec<String> {
-    use lrid_protocol::{LayerInfo, Position, RunLabels};
-    use lrid_sdk::{Recorder, RecorderConfig};
-    let mut cells = Vec::new();
-    for (r, rule) in rules.iter().enumerate() {
-        for arch in ["net-a", "net-b"] {
-            for batch in [32u32, 64] {
-                for data_seed in [0i64, 1] {
-                    cells.push((r, rule.to_string(), arch, batch, data_seed));
-                }
-            }
-        }
-    }
-    let threads: Vec<_> = cells
-        .chunks(cells.len().div_ceil(4))
+    let runs = synthetic_runs(prefix, rules, &["net-a", "net-b"], &[0, 1]);
+    let threads: Vec<_> = runs
+        .chunks(runs.len().div_ceil(4))
         .map(|chunk| {
             let chunk = chunk.to_vec();
             let url = url.to_string();
-            let prefix = prefix.to_string();
             std::thread::spawn(move || {
-                let mut ids = Vec::new();
-                for (r, rule, arch, batch, data_seed) in chunk {
-                    let run_id = format!("{prefix}/{arch}/{rule}/b{batch}/d{data_seed}");
-                    let labels = RunLabels {
-                        learning_rule: Some(rule.clone()),
-                        architecture: Some(arch.to_string()),
-                        task: Some("synthetic".into()),
-                        batch_size: Some(batch),
-                        model_seed: Some(0),
-                        data_seed: Some(data_seed),
-                        hyperparameters: None,
-                    };
-                    let rec = Recorder::open(RecorderConfig::new(url.clone()), &run_id, labels)
-                        .expect("open a run");
-                    let mut rng = SplitMix(
-                        (r as u64 + 1) * 1_000_003
-                            + u64::from(batch) * 7
-                            + data_seed as u64 * 13
-                            + arch.len() as u64,
-                    );
-                    let run_scale = 1.0 + 0.2 * rng.normal();
-                    for p in 0..points {
-                        let t = f64::from(p) / f64::from(points.max(2) - 1);
-                        for l in 0..3u32 {
-                            let layer = LayerInfo {
-                                index: l,
-                                name: format!("layer{l}"),
-                                position: [Position::Early, Position::Middle, Position::Deep]
-                                    [l as usize],
-                                weight_shape: vec![8, 8],
-                                activation_shape: vec![16],
-                            };
-                            // Rule r grows its scale by 10 % × r over training, shifts by
-                            // 0.02 × r; the rest is noise.
-                            let scale =
-                                run_scale * (1.0 + 0.1 * r as f64 * t) * (1.0 + 0.3 * f64::from(l));
-                            let shift = 0.02 * r as f64 * t;
-                            let mut draw = |n: usize| -> Vec<f32> {
-                                (0..n)
-                                    .map(|_| (shift + scale * rng.normal()) as f32)
-                                    .collect()
-                            };
-                            rec.record_weights(p, &layer, &draw(64)).expect("weights");
-                            rec.record_activations(p, &layer, 0, 4, &draw(64))
-                                .expect("activations");
-                            rec.record_activity_change(p, &layer, 0, &draw(4))
-                                .expect("activity change");
-                        }
-                        rec.complete_point(p, Some(i64::from(p) * 10))
-                            .expect("complete");
-                    }
-                    rec.close().expect("close the run");
-                    ids.push(run_id);
+                for run in &chunk {
+                    run.record(&url, 0..points, points);
                 }
-                ids
+                chunk.into_iter().map(|r| r.run_id).collect::<Vec<_>>()
             })
         })
         .collect();

@@ -49,6 +49,11 @@ impl MeasureSet {
         MeasureSet::All,
     ];
 
+    /// The subset named `name` (`weight`, `act`, `grad`, `all`).
+    pub fn parse(name: &str) -> Option<MeasureSet> {
+        MeasureSet::ALL.into_iter().find(|m| m.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             MeasureSet::Weight => "weight",

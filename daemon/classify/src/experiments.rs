@@ -9,9 +9,10 @@ use std::time::Instant;
 
 use lrid_plugins::Plugin;
 use lrid_report::{
-    Accuracy, AnalysisResults, CorpusSummary, CvScore, Excluded, Failure, FeatureImportance,
-    HeldOutResult, HeldOutValue, ImportanceResult, MainResult, MeasureAccuracy, NoiseResult,
-    PairResult, RESULTS_FORMAT, Settings, SplitResult, SubsampleResult, TrajectoryResult,
+    Accuracy, AnalysisResults, CorpusSummary, CvScore, EarlyCurve, EarlyResult, Excluded, Failure,
+    FeatureImportance, HeldOutResult, HeldOutValue, ImportanceResult, MainResult, MeasureAccuracy,
+    NoiseResult, PairResult, RESULTS_FORMAT, Settings, SplitResult, SubsampleResult,
+    TrajectoryResult,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -21,7 +22,14 @@ use crate::protocol::{Split, TrainingSet, accuracy, balanced_splits, confusion, 
 use crate::{Error, Result};
 
 /// The experiments `lrid analyze` knows, in the order they run.
-pub const EXPERIMENTS: [&str; 5] = ["main", "held-out", "importances", "trajectory", "noise"];
+pub const EXPERIMENTS: [&str; 6] = [
+    "main",
+    "held-out",
+    "importances",
+    "trajectory",
+    "noise",
+    "early",
+];
 
 /// The factors held out in Fig. 2b.
 pub const HELD_OUT_FACTORS: [&str; 3] = ["architecture", "curriculum", "task"];
@@ -307,6 +315,9 @@ pub fn analyze(
     if wants("noise") {
         units += corpus.measurement_models().len() as u64 * 4 * n_splits;
     }
+    if wants("early") {
+        units += EARLY_HELD_OUT.len() as u64 * dataset.points as u64;
+    }
     progress.total(units);
     let mut failures = Vec::new();
     let mut main = Vec::new();
@@ -520,6 +531,17 @@ pub fn analyze(
         }
     }
 
+    // Early identification.
+    let mut early = None;
+    if wants("early")
+        && let Some(plugin) = &rf
+    {
+        match early_experiment(&runner, plugin, progress) {
+            Ok(e) => early = Some(e),
+            Err(e) => failures.push(failure("early", plugin, Some("all"), &e)),
+        }
+    }
+
     Ok(AnalysisResults {
         format: RESULTS_FORMAT,
         name: options.name.clone(),
@@ -544,6 +566,7 @@ pub fn analyze(
         importances,
         trajectory,
         noise,
+        early,
         failures,
         seconds: started.elapsed().as_secs_f64(),
     })
@@ -637,6 +660,95 @@ fn held_out_factor(
         });
     }
     Ok(Some(out))
+}
+
+/// How runs are held out in the early experiment: a factor of [`Example`]s.
+pub const EARLY_HELD_OUT: [&str; 2] = ["seeds", "architecture"];
+
+/// The value of an early held-out factor for an example.
+fn early_group(e: &crate::Example, factor: &str) -> Option<String> {
+    let seed = |s: Option<i64>| s.map_or("unseeded".to_string(), |v| v.to_string());
+    match factor {
+        "seeds" => Some(format!("m{}/d{}", seed(e.model_seed), seed(e.data_seed))),
+        other => e.factor(other),
+    }
+}
+
+/// Early identification: for each held-out factor with two or more values, every value in
+/// turn is left out of training; classifiers on the first k points (k = 1..points, the
+/// classifier's first configuration of the grid) identify the left-out runs.
+fn early_experiment(
+    runner: &Runner<'_>,
+    plugin: &Arc<Plugin>,
+    progress: &dyn Progress,
+) -> Result<EarlyResult> {
+    let d = runner.dataset;
+    let config = grid_of(plugin, runner.options)?.remove(0);
+    let mut curves = Vec::new();
+    for factor in EARLY_HELD_OUT {
+        let groups: std::collections::BTreeSet<String> = d
+            .examples
+            .iter()
+            .filter_map(|e| early_group(e, factor))
+            .collect();
+        if groups.len() < 2 {
+            for _ in 0..d.points {
+                progress.done(&format!("early {factor} (one value: skipped)"));
+            }
+            continue;
+        }
+        let mut right = vec![0usize; d.points];
+        let mut runs = 0;
+        let mut members: Vec<(Vec<usize>, Vec<usize>)> = Vec::new();
+        for g in &groups {
+            let (test, train): (Vec<usize>, Vec<usize>) = (0..d.len())
+                .partition(|&i| early_group(&d.examples[i], factor).as_ref() == Some(g));
+            // Every rule must be in training for its runs to be identifiable.
+            let trained: std::collections::BTreeSet<u32> =
+                train.iter().map(|&i| d.labels[i]).collect();
+            if trained.len() == d.rules.len() {
+                members.push((train, test));
+            }
+        }
+        for k in 1..=d.points {
+            for (train, test) in &members {
+                let model = crate::early::PrefixModel::fit(
+                    d,
+                    train,
+                    MeasureSet::All,
+                    k,
+                    plugin,
+                    &config,
+                    runner.options.seed,
+                )?;
+                let (ok, n) = crate::early::runs_right(d, test, &model)?;
+                right[k - 1] += ok;
+                if k == 1 {
+                    runs += n;
+                }
+            }
+            progress.done(&format!("early {factor} k={k}"));
+        }
+        curves.push(EarlyCurve {
+            held_out: factor.to_string(),
+            groups: groups.into_iter().collect(),
+            runs,
+            accuracy: right
+                .iter()
+                .map(|&r| {
+                    if runs == 0 {
+                        f64::NAN
+                    } else {
+                        r as f64 / runs as f64
+                    }
+                })
+                .collect(),
+        });
+    }
+    Ok(EarlyResult {
+        classifier: plugin.name.clone(),
+        curves,
+    })
 }
 
 /// (period, count) pairs of Fig. 4a: periods 1, the middle one and 5 (when they fit), counts

@@ -13,6 +13,7 @@
 //! training matrix is prepared by the plugin once and shared by every configuration and fold.
 
 pub mod dataset;
+pub mod early;
 pub mod experiments;
 pub mod protocol;
 

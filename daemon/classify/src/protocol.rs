@@ -124,28 +124,67 @@ pub fn stratified_folds(labels: &[u32], k: usize) -> Vec<Vec<usize>> {
 }
 
 /// Feature-wise z-scoring (spec §2): each continuous column's mean and population standard
-/// deviation over `train` rows; `(x − mean) / max(std, 1e-5)` applied to every matrix given.
-/// Categorical (one-hot) columns are left as they are.
-pub fn zscore(train: &mut [f64], others: &mut [&mut Vec<f64>], cols: usize, layout: FeatureLayout) {
-    let rows = train.len() / cols.max(1);
-    if rows == 0 {
-        return;
-    }
-    for j in layout.categorical..cols {
-        let mean = (0..rows).map(|i| train[i * cols + j]).sum::<f64>() / rows as f64;
-        let var = (0..rows)
-            .map(|i| (train[i * cols + j] - mean).powi(2))
-            .sum::<f64>()
-            / rows as f64;
-        let scale = var.sqrt().max(1e-5);
-        for i in 0..rows {
-            train[i * cols + j] = (train[i * cols + j] - mean) / scale;
+/// deviation over the training rows; `(x − mean) / max(std, 1e-5)`. Categorical (one-hot)
+/// columns are left as they are. Kept, so that later rows (a live run's) are scaled alike.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ZScore {
+    /// Columns in all (categorical ones first).
+    pub cols: usize,
+    /// Leading categorical columns, left as they are.
+    pub categorical: usize,
+    /// Per continuous column.
+    pub mean: Vec<f64>,
+    pub scale: Vec<f64>,
+}
+
+impl ZScore {
+    /// Smallest scale: a constant column is centred, not blown up.
+    pub const MIN_SCALE: f64 = 1e-5;
+
+    /// The statistics of the rows of `x` (row-major, `cols` columns).
+    pub fn fit(x: &[f64], cols: usize, layout: FeatureLayout) -> ZScore {
+        let rows = x.len() / cols.max(1);
+        let categorical = layout.categorical.min(cols);
+        let (mut mean, mut scale) = (Vec::new(), Vec::new());
+        for j in categorical..cols {
+            if rows == 0 {
+                mean.push(0.0);
+                scale.push(1.0);
+                continue;
+            }
+            let m = (0..rows).map(|i| x[i * cols + j]).sum::<f64>() / rows as f64;
+            let var = (0..rows)
+                .map(|i| (x[i * cols + j] - m).powi(2))
+                .sum::<f64>()
+                / rows as f64;
+            mean.push(m);
+            scale.push(var.sqrt().max(Self::MIN_SCALE));
         }
-        for m in others.iter_mut() {
-            for i in 0..m.len() / cols {
-                m[i * cols + j] = (m[i * cols + j] - mean) / scale;
+        ZScore {
+            cols,
+            categorical,
+            mean,
+            scale,
+        }
+    }
+
+    /// Scales the rows of `x` in place.
+    pub fn apply(&self, x: &mut [f64]) {
+        for row in x.chunks_mut(self.cols.max(1)) {
+            for (j, v) in row.iter_mut().enumerate().skip(self.categorical) {
+                let c = j - self.categorical;
+                *v = (*v - self.mean[c]) / self.scale[c];
             }
         }
+    }
+}
+
+/// [`ZScore`] fitted on `train` and applied to it and to every matrix of `others`.
+pub fn zscore(train: &mut [f64], others: &mut [&mut Vec<f64>], cols: usize, layout: FeatureLayout) {
+    let z = ZScore::fit(train, cols, layout);
+    z.apply(train);
+    for m in others.iter_mut() {
+        z.apply(m);
     }
 }
 

@@ -32,7 +32,7 @@ pub struct AnalyzeArgs {
     /// classifier) or paper (spec §3.3–§3.5).
     #[arg(long, default_value = "fast", value_parser = ["fast", "paper"])]
     grid: String,
-    /// Experiments to run (default: all): main, held-out, importances, trajectory, noise.
+    /// Experiments to run (default: all): main, held-out, importances, trajectory, noise, early.
     #[arg(long, value_delimiter = ',', value_name = "NAME,…")]
     experiments: Vec<String>,
     /// The analysis' name (its report folder and its rows in the analyses table).
@@ -330,6 +330,21 @@ pub fn analysis_rows(r: &AnalysisResults) -> Vec<AnalysisRow> {
                 ..Default::default()
             };
             per_value(&mut rows, base, &m.accuracy.values);
+        }
+    }
+    if let Some(e) = &r.early {
+        for c in &e.curves {
+            for (k, a) in c.accuracy.iter().enumerate() {
+                rows.push(AnalysisRow {
+                    experiment: "early".into(),
+                    classifier: e.classifier.clone(),
+                    measure: Some("all".into()),
+                    variant: Some(format!("held-out={},points={}", c.held_out, k + 1)),
+                    value: a.is_finite().then_some(*a),
+                    status: ok(),
+                    ..Default::default()
+                });
+            }
         }
     }
     for f in &r.failures {

@@ -16,9 +16,9 @@ use crate::config::Config;
 use crate::embedded::EmbeddedDaemon;
 use crate::train_cmd::server_url;
 
-/// Where the corpus comes from and which examples it holds.
+/// Which daemon to talk to.
 #[derive(Debug, Args)]
-pub struct CorpusArgs {
+pub struct ServerArgs {
     /// Configuration file of the daemon (defaults: config/lrid.toml, embedded).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -29,6 +29,13 @@ pub struct CorpusArgs {
     /// Bearer token, when the daemon needs one.
     #[arg(long, env = "LRID_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+}
+
+/// Where the corpus comes from and which examples it holds.
+#[derive(Debug, Args)]
+pub struct CorpusArgs {
+    #[command(flatten)]
+    pub daemon: ServerArgs,
     /// A SQL predicate over the columns of the classifier_examples view that selects the
     /// examples, e.g. "task = 'shapes' AND architecture <> 'knet5'".
     #[arg(long = "where", value_name = "PREDICATE")]
@@ -52,6 +59,10 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn connect(args: &CorpusArgs) -> Result<Daemon> {
+        Self::connect_to(&args.daemon)
+    }
+
+    pub fn connect_to(args: &ServerArgs) -> Result<Daemon> {
         let config = match &args.config {
             Some(path) => Config::load(path)?,
             None => Config::embedded(),

@@ -22,6 +22,13 @@
 //!        │ classifier plugins via lrid-plugins (Arrow C Data Interface)
 //!        ▼
 //!  lrid-report: results.json, index.html + SVG figures;  rows → `analyses` (lrid.put_analysis)
+//!
+//!  lrid identify fit: lrid-identify (one classifier per prefix length k) ──► lrid.put_identifier
+//!        ▼
+//!  lrid serve: every completed point (lrid-store PointListener) ──► identify worker thread
+//!        │ first k points of each layer → probabilities per layer and per run
+//!        ▼
+//!  lrid-store: `identifications` (WAL → Parquet) ◄── lrid identify RUN --follow, SQL
 //! ```
 
 mod analyze_cmd;
@@ -29,6 +36,7 @@ mod config;
 mod corpus;
 mod dataset_cmd;
 mod embedded;
+mod identify_cmd;
 mod npy;
 mod plugins_cmd;
 mod plugins_table;
@@ -73,6 +81,8 @@ enum Command {
     /// Identify learning rules: the paper's classifier experiments on the daemon's corpus,
     /// with a report.
     Analyze(Box<analyze_cmd::AnalyzeArgs>),
+    /// Live identification: fit identifiers, and see what they conclude about running jobs.
+    Identify(Box<identify_cmd::IdentifyArgs>),
 }
 
 fn main() -> ExitCode {
@@ -103,6 +113,7 @@ fn main() -> ExitCode {
             Some(Command::Sweep(args)) => sweep_cmd::run(&args),
             Some(Command::Dataset(args)) => dataset_cmd::run(&args),
             Some(Command::Analyze(args)) => analyze_cmd::run(&args),
+            Some(Command::Identify(args)) => identify_cmd::run(&args),
             None => {
                 use clap::CommandFactory;
                 Cli::command().print_help().ok();

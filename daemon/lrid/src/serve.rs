@@ -93,7 +93,13 @@ pub fn run(args: &ServeArgs) -> Result<()> {
                 std::sync::Arc::new(crate::plugins_table::PluginsTable(plugins.clone())),
             )
             .context("cannot register the plugins table")?;
-        let server = Server::bind(config.server.clone(), store.clone()).await?;
+        // Live identification: the identifiers in the data folder, told of every point.
+        let identify = lrid_identify::IdentifyService::start(store.clone(), plugins.clone())
+            .await
+            .context("cannot start live identification")?;
+        let server = Server::bind(config.server.clone(), store.clone())
+            .await?
+            .with_actions(identify);
         let addr = server.local_addr();
         // The first line on stdout: tests and scripts read the address from it.
         println!(

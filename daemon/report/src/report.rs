@@ -117,6 +117,26 @@ pub fn summary_table(results: &AnalysisResults) -> String {
             out.push('\n');
         }
     }
+    if let Some(e) = &results.early {
+        for c in &e.curves {
+            let n = c.accuracy.len();
+            let at: Vec<String> = [1, 5, 10, n]
+                .into_iter()
+                .filter(|&k| k >= 1 && k <= n)
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .map(|k| format!("k={k} {}", pct(c.accuracy[k - 1])))
+                .collect();
+            let _ = writeln!(
+                out,
+                "Early identification, {} runs held out by {} ({}): {} %",
+                c.runs,
+                c.held_out,
+                e.classifier,
+                at.join(", ")
+            );
+        }
+    }
     for f in &results.failures {
         let _ = writeln!(
             out,
@@ -1039,6 +1059,7 @@ fn build_page(r: &AnalysisResults) -> Fallible<Page> {
     importance_section(&mut page, r)?;
     trajectory_section(&mut page, r)?;
     noise_section(&mut page, r)?;
+    early_section(&mut page, r)?;
     failures_section(&mut page, r);
 
     let date = r.created_at.split('T').next().unwrap_or(&r.created_at);
@@ -2372,6 +2393,123 @@ fn noise_section(page: &mut Page, r: &AnalysisResults) -> Fallible {
     Ok(())
 }
 
+fn early_section(page: &mut Page, r: &AnalysisResults) -> Fallible {
+    page.section(
+        "early",
+        "Early identification (live)",
+        "How soon is a run identified? One classifier per prefix length k sees only the first k \
+         points of each layer's trajectory; a run's prediction is the mean of its layers' \
+         probabilities. Runs are held out of training — every run of one seed combination (model \
+         seed × data seed) in turn, and every run of one architecture in turn — and the curve \
+         is the fraction of held-out runs whose prediction is right after k points. This is what \
+         the daemon's live identification does while a job trains (lrid identify).",
+    );
+    let Some(e) = r.early.as_ref().filter(|e| !e.curves.is_empty()) else {
+        page.not_run(
+            "The early-identification experiment was not run (or the corpus has one value of each held-out factor).",
+        );
+        page.end_section();
+        return Ok(());
+    };
+    let svg = early_figure(e, r.corpus.rules.len())?;
+    page.figure("early.svg", svg, "");
+    let points = e.curves.iter().map(|c| c.accuracy.len()).max().unwrap_or(0);
+    let mut header = vec!["held out".to_string(), "groups".into(), "runs".into()];
+    let shown: Vec<usize> = [1, 2, 5, 10, 15, points]
+        .into_iter()
+        .filter(|&k| k >= 1 && k <= points)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    header.extend(shown.iter().map(|k| format!("k = {k} (%)")));
+    let mut rows = vec![header];
+    for c in &e.curves {
+        let mut row = vec![c.held_out.clone(), c.groups.join(", "), c.runs.to_string()];
+        row.extend(shown.iter().map(|&k| pct(c.accuracy[k - 1])));
+        rows.push(row);
+    }
+    let _ = writeln!(
+        page.html,
+        "<p>Classifier: <b>{}</b>.</p>",
+        esc(&e.classifier)
+    );
+    page.html.push_str(&table(&rows, "nums"));
+    page.end_section();
+    Ok(())
+}
+
+fn early_figure(e: &EarlyResult, rules: usize) -> Fallible<String> {
+    let points = e.curves.iter().map(|c| c.accuracy.len()).max().unwrap_or(1);
+    let title = format!("Held-out runs identified after k points, {}", e.classifier);
+    render((1000, 540), |root| {
+        let area = titled(root, &title, TITLE)?;
+        let (w, _) = area.dim_in_pixel();
+        let (plot, legend) = area.split_horizontally(w - LEGEND_W);
+        let x_max = points as f64 + 0.5;
+        let mut chart = ChartBuilder::on(&plot)
+            .margin_top(8)
+            .margin_left(8)
+            .margin_right(20)
+            .margin_bottom(4)
+            .x_label_area_size(58)
+            .y_label_area_size(62)
+            .build_cartesian_2d(0.5..x_max, 0.0..100.0)?;
+        chart
+            .configure_mesh()
+            .light_line_style(TRANSPARENT)
+            .x_labels(points.min(21))
+            .y_labels(11)
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .y_label_formatter(&|v| format!("{v:.0}"))
+            .label_style(("sans-serif", LABEL))
+            .axis_desc_style(("sans-serif", DESC))
+            .x_desc("trajectory points seen (k)")
+            .y_desc("held-out runs identified (%)")
+            .draw()?;
+        let screen = plot.use_screen_coord();
+        let px = |x: f64, y: f64| chart.backend_coord(&(x, y.clamp(0.0, 100.0)));
+        let mut entries: Vec<(String, Swatch)> = Vec::new();
+        for (i, c) in e.curves.iter().enumerate() {
+            let color = series_color(i);
+            let dash = PATTERNS[i % PATTERNS.len()];
+            let coords: Vec<(i32, i32)> = c
+                .accuracy
+                .iter()
+                .enumerate()
+                .filter(|(_, a)| a.is_finite())
+                .map(|(k, a)| px(k as f64 + 1.0, 100.0 * a))
+                .collect();
+            for w in coords.windows(2) {
+                draw_segment(&screen, w[0], w[1], color, 2, dash)?;
+            }
+            for p in &coords {
+                draw_marker(&screen, *p, i, color)?;
+            }
+            entries.push((
+                format!("held out: {} ({} runs)", c.held_out, c.runs),
+                Swatch::Line {
+                    color,
+                    dash,
+                    marker: Some(i),
+                },
+            ));
+        }
+        if let Some(l) = chance_line(rules) {
+            draw_segment(&screen, px(0.5, l.y), px(x_max, l.y), l.color, 2, DASHED)?;
+            entries.push((
+                l.label,
+                Swatch::Line {
+                    color: l.color,
+                    dash: DASHED,
+                    marker: None,
+                },
+            ));
+        }
+        draw_legend(&legend, &entries, 16)?;
+        Ok(())
+    })
+}
+
 fn failures_section(page: &mut Page, r: &AnalysisResults) {
     page.section(
         "failures",
@@ -2720,6 +2858,23 @@ mod tests {
             importances: Some(importances),
             trajectory: Some(trajectory),
             noise,
+            early: Some(EarlyResult {
+                classifier: "random-forest".into(),
+                curves: vec![
+                    EarlyCurve {
+                        held_out: "seeds".into(),
+                        groups: vec!["m0/d0".into(), "m0/d1".into()],
+                        runs: 24,
+                        accuracy: (1..=21).map(|k| 0.25 + 0.7 * k as f64 / 21.0).collect(),
+                    },
+                    EarlyCurve {
+                        held_out: "architecture".into(),
+                        groups: vec!["alexnet".into(), "resnet18_v2".into()],
+                        runs: 96,
+                        accuracy: (1..=21).map(|k| 0.25 + 0.3 * k as f64 / 21.0).collect(),
+                    },
+                ],
+            }),
             failures: vec![Failure {
                 experiment: "main".into(),
                 classifier: "linear-svm".into(),
@@ -2730,7 +2885,7 @@ mod tests {
         }
     }
 
-    const FIGURES: [(&str, &[&str]); 13] = [
+    const FIGURES: [(&str, &[&str]); 14] = [
         (
             "main_accuracy.svg",
             &["Test accuracy per measure", "test accuracy (%)", "measure"],
@@ -2820,6 +2975,16 @@ mod tests {
                 "test accuracy (%)",
             ],
         ),
+        (
+            "early.svg",
+            &[
+                "Held-out runs identified after k points",
+                "trajectory points seen (k)",
+                "held-out runs identified (%)",
+                "held out: seeds (24 runs)",
+                "chance (25.0",
+            ],
+        ),
     ];
 
     #[test]
@@ -2859,8 +3024,8 @@ mod tests {
             .iter()
             .filter(|p| p.extension().is_some_and(|e| e == "svg"))
             .count();
-        // 8 confusions + 2 pairwise + the other 8.
-        assert_eq!(svgs, 8 + 2 + 8);
+        // 8 confusions + 2 pairwise + the other 9.
+        assert_eq!(svgs, 8 + 2 + 9);
         assert!(written.contains(&out.join("results.json")));
         assert!(written.contains(&out.join("index.html")));
         // Chance lines.
@@ -2892,10 +3057,12 @@ mod tests {
         results.held_out.clear();
         results.noise.clear();
         results.importances = None;
+        results.early = None;
         let dir = tempfile::tempdir().unwrap();
         let written = write_report(&results, dir.path()).unwrap();
         let html = fs::read_to_string(dir.path().join("index.html")).unwrap();
         for gone in [
+            "early.svg",
             "held_out.svg",
             "noise.svg",
             "subsampling.svg",
@@ -2917,6 +3084,7 @@ mod tests {
         assert!(html.contains("The held-out generalisation experiment was not run."));
         assert!(html.contains("The measurement-noise experiment was not run."));
         assert!(html.contains("The importance experiment was not run."));
+        assert!(html.contains("The early-identification experiment was not run"));
         assert!(dir.path().join("main_accuracy.svg").exists());
     }
 

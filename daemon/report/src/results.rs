@@ -32,6 +32,9 @@ pub struct AnalysisResults {
     pub trajectory: Option<TrajectoryResult>,
     /// Fig. 5: accuracy per measurement model.
     pub noise: Vec<NoiseResult>,
+    /// Early identification (beyond the paper): held-out runs identified after k points.
+    #[serde(default)]
+    pub early: Option<EarlyResult>,
     /// Fits that failed (a classifier that panicked or refused its configuration, …); the
     /// other results are complete without them.
     pub failures: Vec<Failure>,
@@ -227,6 +230,28 @@ pub struct NoiseResult {
     /// The rules compared (FA vs IA where both exist, else all).
     pub rules: Vec<String>,
     pub per_measure: Vec<MeasureAccuracy>,
+}
+
+/// Early identification: classifiers that see only the first k points of each layer (one per
+/// k), run-level decisions (the mean of a run's layer probabilities), on runs held out of
+/// training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EarlyResult {
+    pub classifier: String,
+    pub curves: Vec<EarlyCurve>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EarlyCurve {
+    /// What was held out in turn: `seeds` (every run of one model seed × data seed
+    /// combination) or `architecture` (every run of one architecture).
+    pub held_out: String,
+    /// The values held out in turn.
+    pub groups: Vec<String>,
+    /// Held-out runs, all groups together.
+    pub runs: usize,
+    /// For k = 1..points: the fraction of held-out runs whose run-level prediction is right.
+    pub accuracy: Vec<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -88,6 +88,47 @@ pub fn status(e: lrid_store::Error) -> Status {
     }
 }
 
+/// Flight actions served by other parts of the daemon (e.g. identifiers, by `lrid-identify`):
+/// the server routes an action it does not know itself to the handler that lists it.
+#[tonic::async_trait]
+pub trait ActionHandler: Send + Sync + 'static {
+    /// (action name, description) of every action it serves.
+    fn actions(&self) -> Vec<(String, String)>;
+    /// Serves one action; the body of its one result.
+    async fn do_action(&self, kind: &str, body: bytes::Bytes) -> Result<Vec<u8>, ActionError>;
+}
+
+/// Why an [`ActionHandler`] refused or failed an action.
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    /// The request is malformed (→ InvalidArgument).
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// It names something that does not exist (→ NotFound).
+    #[error("{0}")]
+    NotFound(String),
+    /// It would create something that exists (→ AlreadyExists).
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// It does not fit the current state (→ FailedPrecondition).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The server failed (→ Internal).
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// The one place where an action handler's error becomes a Flight status.
+pub fn action_status(e: ActionError) -> Status {
+    match e {
+        ActionError::InvalidArgument(m) => Status::invalid_argument(m),
+        ActionError::NotFound(m) => Status::not_found(m),
+        ActionError::AlreadyExists(m) => Status::already_exists(m),
+        ActionError::FailedPrecondition(m) => Status::failed_precondition(m),
+        ActionError::Internal(m) => Status::internal(m),
+    }
+}
+
 /// The one check of the bearer token (`given`: the `authorization` header), for tonic's
 /// interceptor and the snapshot layer alike.
 pub(crate) fn authorize(token: Option<&str>, given: Option<&str>) -> Result<(), Status> {
@@ -139,6 +180,12 @@ impl Server {
             config,
             store,
         })
+    }
+
+    /// Also serves the actions of `handler`.
+    pub fn with_actions(mut self, handler: Arc<dyn ActionHandler>) -> Self {
+        self.service = self.service.with_actions(handler);
+        self
     }
 
     /// The address actually bound (with the port chosen for port 0).

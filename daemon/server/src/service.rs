@@ -66,6 +66,8 @@ pub struct LridFlightService {
     store: Arc<Store>,
     ingest: Ingest,
     prepared: Arc<Mutex<HashMap<String, Prepared>>>,
+    /// Actions served by other parts of the daemon (e.g. identifiers).
+    handlers: Vec<Arc<dyn crate::ActionHandler>>,
 }
 
 impl std::fmt::Debug for LridFlightService {
@@ -83,7 +85,14 @@ impl LridFlightService {
             },
             store,
             prepared: Arc::default(),
+            handlers: Vec::new(),
         }
+    }
+
+    /// Also serves the actions of `handler`.
+    pub fn with_actions(mut self, handler: Arc<dyn crate::ActionHandler>) -> Self {
+        self.handlers.push(handler);
+        self
     }
 
     /// What the snapshot layer in front of this service records through.
@@ -621,9 +630,29 @@ impl FlightSqlService for LridFlightService {
                 serde_json::to_vec(&serde_json::json!({ "rows": rows })).expect("json")
             }
             other => {
-                return Err(Status::invalid_argument(format!(
-                    "unknown action '{other}': lrid knows {ACTION_OPEN_RUN}, {ACTION_COMPLETE_POINT}, {ACTION_CLOSE_RUN}, {ACTION_PUT_ANALYSIS} and the Flight SQL actions"
-                )));
+                if let Some(h) = self
+                    .handlers
+                    .iter()
+                    .find(|h| h.actions().iter().any(|(name, _)| name == other))
+                {
+                    h.do_action(other, action.body.clone())
+                        .await
+                        .map_err(crate::action_status)?
+                } else {
+                    let mut known = vec![
+                        ACTION_OPEN_RUN.to_string(),
+                        ACTION_COMPLETE_POINT.to_string(),
+                        ACTION_CLOSE_RUN.to_string(),
+                        ACTION_PUT_ANALYSIS.to_string(),
+                    ];
+                    for h in &self.handlers {
+                        known.extend(h.actions().into_iter().map(|(name, _)| name));
+                    }
+                    return Err(Status::invalid_argument(format!(
+                        "unknown action '{other}': lrid knows {} and the Flight SQL actions",
+                        known.join(", ")
+                    )));
+                }
             }
         };
         let result = arrow_flight::Result { body: body.into() };
@@ -645,10 +674,12 @@ impl FlightSqlService for LridFlightService {
                 ),
             ]
             .into_iter()
+            .map(|(t, d)| (t.to_string(), d.to_string()))
+            .chain(self.handlers.iter().flat_map(|h| h.actions()))
             .map(|(t, d)| {
                 Ok(ActionType {
-                    r#type: t.into(),
-                    description: d.into(),
+                    r#type: t,
+                    description: d,
                 })
             })
             .collect(),

@@ -6,7 +6,9 @@
 //! run × point × layer × measurement model, the 45 statistics as columns) and `diagnostics` (one
 //! row per run × point × layer × diagnostic name, e.g. the angle between feedback and forward
 //! kernels), queryable with SQL through DataFusion while ingest goes on, and as Parquet files any
-//! tool can read.
+//! tool can read. Also in: identification rows from the daemon's live identification (table
+//! `identifications`, durable the same way); out: every completed point to the
+//! [`PointListener`]s.
 //!
 //! Statistics are computed as snapshots arrive (activation batches merge incrementally); raw
 //! tensors are never kept. Each accepted snapshot's contribution is appended to a write-ahead
@@ -20,6 +22,7 @@
 //! manifest.json                    which files are current (replaced atomically)
 //! observables/part-NNNNNNNN.parquet  observable rows, sorted by run, layer, point
 //! diagnostics/part-NNNNNNNN.parquet  diagnostic rows, sorted by run, layer, point, name
+//! identifications/part-NNNNNNNN.parquet  what live identification concluded, by run
 //! runs/runs-NNNNNNNN.parquet       every run (rewritten at each checkpoint)
 //! layers/layers-NNNNNNNN.parquet   every layer
 //! analyses/analysis-<hash>.parquet what `lrid analyze` measured (table `analyses`)
@@ -29,6 +32,7 @@
 //! e.g. DuckDB: `SELECT * FROM 'lrid-data/observables/*.parquet'`.
 
 mod analyses;
+mod identifications;
 mod state;
 mod tables;
 mod wal;
@@ -36,7 +40,11 @@ mod wal;
 use std::path::{Path, PathBuf};
 
 pub use analyses::{ANALYSES_SCHEMA, AnalysisRow, analyses_batch};
-pub use state::{ModelConfig, Store, StoreConfig};
+pub use identifications::{
+    IDENTIFICATION_ROWS_TABLE, IDENTIFICATIONS_SCHEMA, IDENTIFICATIONS_VIEW, IdentificationRow,
+    probability_column,
+};
+pub use state::{ModelConfig, PointCompleted, PointListener, Store, StoreConfig};
 pub use tables::{DIAGNOSTICS_SCHEMA, LAYERS_SCHEMA, OBSERVABLES_SCHEMA, RUNS_SCHEMA};
 
 /// Errors of the store. The server maps each kind to one Flight status.

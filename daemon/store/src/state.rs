@@ -19,6 +19,10 @@ use lrid_stats::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::identifications::{
+    IDENTIFICATION_ROWS_TABLE, IDENTIFICATIONS_SCHEMA, IdentificationRow, identifications_batch,
+    rules_in, view_sql,
+};
 use crate::tables::{
     DIAGNOSTICS_SCHEMA, DiagnosticRow, LAYERS_SCHEMA, LiveTable, OBSERVABLES_SCHEMA, ObservableRow,
     QueryView, RUNS_SCHEMA, RunRow, TableKind, diagnostics_batch, layers_batch, observables_batch,
@@ -152,6 +156,10 @@ enum Record {
         run_id: String,
         at_ms: i64,
     },
+    /// Rows of `identifications` (checked before they are logged).
+    Identifications {
+        rows: Vec<IdentificationRow>,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -186,6 +194,9 @@ struct Manifest {
     /// `diagnostics/*.parquet`; absent in manifests written before diagnostics existed.
     #[serde(default)]
     diagnostics: Vec<String>,
+    /// `identifications/*.parquet`; absent in manifests written before identification existed.
+    #[serde(default)]
+    identifications: Vec<String>,
     runs: Option<String>,
     layers: Option<String>,
     wal_from: u64,
@@ -200,6 +211,8 @@ struct Inner {
     tail: Vec<ObservableRow>,
     /// Diagnostics of completed points not yet in Parquet.
     diagnostics: Vec<DiagnosticRow>,
+    /// Identifications not yet in Parquet.
+    identifications: Vec<IdentificationRow>,
     manifest: Manifest,
     /// Log records appended since the last checkpoint.
     dirty: bool,
@@ -215,6 +228,27 @@ pub struct Store {
     view: Arc<RwLock<QueryView>>,
     ctx: SessionContext,
     selections: Mutex<HashMap<(usize, usize), UnitSelection>>,
+    /// Rules with a column in the `identifications` view.
+    view_rules: Mutex<Option<BTreeSet<String>>>,
+    /// Told about every completed point, after it is stored.
+    listeners: RwLock<Vec<Arc<dyn PointListener>>>,
+}
+
+/// A completed point, as the store tells its [`PointListener`]s.
+#[derive(Debug, Clone)]
+pub struct PointCompleted {
+    pub run_id: String,
+    pub point: u32,
+    pub step: Option<i64>,
+    /// The point's `observables` rows (every layer × measurement model).
+    pub rows: RecordBatch,
+}
+
+/// Something to call when a point completes (e.g. live identification). Called on the ingest
+/// path after the point is durable and queryable: it must return at once (hand the work to a
+/// thread of its own).
+pub trait PointListener: Send + Sync {
+    fn point_completed(&self, event: PointCompleted);
 }
 
 impl std::fmt::Debug for Store {
@@ -346,6 +380,7 @@ impl Store {
                 wal,
                 tail: Vec::new(),
                 diagnostics: Vec::new(),
+                identifications: Vec::new(),
                 manifest,
                 dirty: !replay.is_empty(),
             }),
@@ -356,6 +391,8 @@ impl Store {
                     .with_default_catalog_and_schema("lrid", "public"),
             ),
             selections: Mutex::new(HashMap::new()),
+            view_rules: Mutex::new(None),
+            listeners: RwLock::new(Vec::new()),
             config,
         };
         {
@@ -382,6 +419,7 @@ impl Store {
             ("layers", TableKind::Layers),
             ("observables", TableKind::Observables),
             ("diagnostics", TableKind::Diagnostics),
+            (IDENTIFICATION_ROWS_TABLE, TableKind::Identifications),
         ] {
             store
                 .ctx
@@ -414,6 +452,20 @@ impl Store {
                 Error::InvalidArgument(format!("the view in {name} does not load: {e}"))
             })?;
         }
+        let mut rules = BTreeSet::new();
+        {
+            let inner = store.inner.lock().expect("store lock");
+            for f in &inner.manifest.identifications {
+                let path = store.dir.join("identifications").join(f);
+                for b in read_parquet(&path, None)? {
+                    rules.extend(rules_in(&b));
+                }
+            }
+            if !inner.identifications.is_empty() {
+                rules.extend(rules_in(&identifications_batch(&inner.identifications)));
+            }
+        }
+        store.add_identification_rules(&rules).await?;
         Ok(Arc::new(store))
     }
 
@@ -438,10 +490,11 @@ impl Store {
         self.models.iter().map(|(n, _)| n.clone()).collect()
     }
 
-    /// Rows (observables and diagnostics) waiting in memory for the next checkpoint.
+    /// Rows (observables, diagnostics, identifications) waiting in memory for the next
+    /// checkpoint.
     pub fn tail_rows(&self) -> usize {
         let inner = self.inner.lock().expect("store lock");
-        inner.tail.len() + inner.diagnostics.len()
+        inner.tail.len() + inner.diagnostics.len() + inner.identifications.len()
     }
 
     /// Opens a run. Opening it again with the same labels is a no-op (a client's retry).
@@ -746,10 +799,93 @@ impl Store {
         let batch = observables_batch(&inner.tail[before..]);
         let diagnostics = (inner.diagnostics.len() > diagnostics_before)
             .then(|| diagnostics_batch(&inner.diagnostics[diagnostics_before..]));
-        let mut view = self.view.write().expect("query view lock");
-        view.tail.push(batch);
-        view.diagnostics_tail.extend(diagnostics);
+        {
+            let mut view = self.view.write().expect("query view lock");
+            view.tail.push(batch.clone());
+            view.diagnostics_tail.extend(diagnostics);
+        }
+        drop(inner);
+        let listeners = self.listeners.read().expect("listeners lock").clone();
+        for l in listeners {
+            l.point_completed(PointCompleted {
+                run_id: msg.run_id.clone(),
+                point: msg.point,
+                step: msg.step,
+                rows: batch.clone(),
+            });
+        }
         Ok(PointAck { rows })
+    }
+
+    /// Calls `listener` after every completed point from now on.
+    pub fn add_point_listener(&self, listener: Arc<dyn PointListener>) {
+        self.listeners
+            .write()
+            .expect("listeners lock")
+            .push(listener);
+    }
+
+    /// A run's labels and whether it is closed; `None` for an unknown run.
+    pub fn run_labels(&self, run_id: &str) -> Option<(RunLabels, bool)> {
+        let inner = self.inner.lock().expect("store lock");
+        inner
+            .runs
+            .get(run_id)
+            .map(|r| (r.row.labels.clone(), r.row.status == "closed"))
+    }
+
+    /// Stores identification rows durably (logged before this returns) and makes them
+    /// queryable. Every row is checked first: a bad row stores none of them.
+    pub fn put_identifications(&self, rows: Vec<IdentificationRow>) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut inner = self.inner.lock().expect("store lock");
+        for r in &rows {
+            r.check().map_err(Error::InvalidArgument)?;
+            if !inner.runs.contains_key(&r.run_id) {
+                return Err(Error::NotFound(format!(
+                    "identification of unknown run '{}'",
+                    r.run_id
+                )));
+            }
+        }
+        let batch = identifications_batch(&rows);
+        self.commit(&mut inner, Record::Identifications { rows })?;
+        self.view
+            .write()
+            .expect("query view lock")
+            .identifications_tail
+            .push(batch);
+        Ok(())
+    }
+
+    /// Gives every rule of `rules` a column in the `identifications` view (rebuilt when one is
+    /// new; columns are never taken away while the daemon runs).
+    pub async fn add_identification_rules(&self, rules: &BTreeSet<String>) -> Result<()> {
+        let mut rebuild = false;
+        loop {
+            // The view is built outside the lock; a concurrent call that widened the set
+            // meanwhile makes this one build again with the wider set.
+            let all = {
+                let mut known = self.view_rules.lock().expect("view rules lock");
+                if !rebuild
+                    && let Some(k) = known.as_ref()
+                    && rules.iter().all(|r| k.contains(r))
+                {
+                    return Ok(());
+                }
+                let mut all = known.clone().unwrap_or_default();
+                all.extend(rules.iter().cloned());
+                *known = Some(all.clone());
+                all
+            };
+            self.ctx.sql(&view_sql(&all)).await?;
+            if self.view_rules.lock().expect("view rules lock").as_ref() == Some(&all) {
+                return Ok(());
+            }
+            rebuild = true;
+        }
     }
 
     /// Closes a run; points not completed are dropped. Closing twice is a no-op.
@@ -873,6 +1009,7 @@ impl Store {
                 inner.tail.extend(rows);
                 inner.diagnostics.extend(diagnostics);
             }
+            Record::Identifications { rows } => inner.identifications.extend(rows),
             Record::CloseRun { run_id, at_ms } => {
                 if let Some(run) = inner.runs.get_mut(&run_id) {
                     if !run.pending.is_empty() {
@@ -961,11 +1098,13 @@ impl Store {
         };
         let observables = files("observables", &inner.manifest.observables);
         let diagnostics = files("diagnostics", &inner.manifest.diagnostics);
+        let identifications = files("identifications", &inner.manifest.identifications);
         let mut view = self.view.write().expect("query view lock");
         view.runs = runs;
         view.layers = layers;
         view.files = observables;
         view.diagnostics_files = diagnostics;
+        view.identifications_files = identifications;
         if tail {
             view.tail = if inner.tail.is_empty() {
                 Vec::new()
@@ -977,6 +1116,11 @@ impl Store {
             } else {
                 vec![diagnostics_batch(&inner.diagnostics)]
             };
+            view.identifications_tail = if inner.identifications.is_empty() {
+                Vec::new()
+            } else {
+                vec![identifications_batch(&inner.identifications)]
+            };
         }
     }
 
@@ -985,7 +1129,11 @@ impl Store {
     /// dies at any step: the manifest names the current files and is replaced last.
     pub fn checkpoint(&self) -> Result<()> {
         let mut inner = self.inner.lock().expect("store lock");
-        if !inner.dirty && inner.tail.is_empty() && inner.diagnostics.is_empty() {
+        if !inner.dirty
+            && inner.tail.is_empty()
+            && inner.diagnostics.is_empty()
+            && inner.identifications.is_empty()
+        {
             return Ok(());
         }
         let seq = inner.manifest.next_seq;
@@ -1011,6 +1159,17 @@ impl Store {
                 &[batch],
             )?;
             manifest.diagnostics.push(name);
+        }
+        if !inner.identifications.is_empty() {
+            let batch = identifications_batch(&inner.identifications);
+            let batch = sort_by(&batch, &["run_id", "identifier", "point"])?;
+            let name = format!("part-{seq:08}.parquet");
+            write_parquet(
+                &self.dir.join("identifications").join(&name),
+                &IDENTIFICATIONS_SCHEMA,
+                &[batch],
+            )?;
+            manifest.identifications.push(name);
         }
         let runs_name = format!("runs-{seq:08}.parquet");
         write_parquet(
@@ -1081,6 +1240,7 @@ impl Store {
         inner.wal = wal;
         inner.tail.clear();
         inner.diagnostics.clear();
+        inner.identifications.clear();
         inner.dirty = false;
         remove_orphans(&self.dir, &inner.manifest)?;
         self.refresh_view(&inner, true);
@@ -1150,6 +1310,7 @@ fn remove_orphans(dir: &Path, manifest: &Manifest) -> Result<()> {
             manifest.observables.iter().collect::<BTreeSet<_>>(),
         ),
         ("diagnostics", manifest.diagnostics.iter().collect()),
+        ("identifications", manifest.identifications.iter().collect()),
         ("runs", manifest.runs.iter().collect()),
         ("layers", manifest.layers.iter().collect()),
     ] {

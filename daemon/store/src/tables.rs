@@ -321,6 +321,8 @@ pub(crate) struct QueryView {
     pub tail: Vec<RecordBatch>,
     pub diagnostics_files: Vec<PathBuf>,
     pub diagnostics_tail: Vec<RecordBatch>,
+    pub identifications_files: Vec<PathBuf>,
+    pub identifications_tail: Vec<RecordBatch>,
     pub runs: RecordBatch,
     /// One batch of every layer at the last full refresh, then one per layer added since.
     pub layers: Vec<RecordBatch>,
@@ -333,6 +335,8 @@ impl QueryView {
             tail: Vec::new(),
             diagnostics_files: Vec::new(),
             diagnostics_tail: Vec::new(),
+            identifications_files: Vec::new(),
+            identifications_tail: Vec::new(),
             runs: RecordBatch::new_empty(RUNS_SCHEMA.clone()),
             layers: Vec::new(),
         }
@@ -345,6 +349,7 @@ pub(crate) enum TableKind {
     Layers,
     Observables,
     Diagnostics,
+    Identifications,
 }
 
 /// A live table of the store for DataFusion.
@@ -398,6 +403,7 @@ impl TableProvider for LiveTable {
             TableKind::Layers => LAYERS_SCHEMA.clone(),
             TableKind::Observables => OBSERVABLES_SCHEMA.clone(),
             TableKind::Diagnostics => DIAGNOSTICS_SCHEMA.clone(),
+            TableKind::Identifications => crate::IDENTIFICATIONS_SCHEMA.clone(),
         }
     }
 
@@ -434,10 +440,11 @@ impl TableProvider for LiveTable {
                     .scan(state, projection, filters, limit)
                     .await
             }
-            TableKind::Observables | TableKind::Diagnostics => {
+            TableKind::Observables | TableKind::Diagnostics | TableKind::Identifications => {
                 let (files, tail) = match self.kind {
                     TableKind::Observables => (view.files, view.tail),
-                    _ => (view.diagnostics_files, view.diagnostics_tail),
+                    TableKind::Diagnostics => (view.diagnostics_files, view.diagnostics_tail),
+                    _ => (view.identifications_files, view.identifications_tail),
                 };
                 let mut plans = Vec::new();
                 if !files.is_empty() {

@@ -10,6 +10,8 @@
 //! | complete a point | `DoAction` type [`ACTION_COMPLETE_POINT`] | JSON [`CompletePoint`], optionally with the point's [`Diagnostic`]s → JSON [`PointAck`] |
 //! | close a run | `DoAction` type [`ACTION_CLOSE_RUN`] | JSON [`CloseRun`] |
 //! | store an analysis | `DoAction` type [`ACTION_PUT_ANALYSIS`] | an Arrow IPC stream of rows of the `analyses` table (one analysis name) → JSON `{"rows": n}` |
+//! | store an identifier | `DoAction` type [`ACTION_PUT_IDENTIFIER`] | an identifier as an Arrow IPC stream (format in `lrid-identify`) → JSON [`IdentifierAck`] |
+//! | delete an identifier | `DoAction` type [`ACTION_DELETE_IDENTIFIER`] | JSON [`DeleteIdentifier`] → `{}` |
 //!
 //! Measures (spec §1): `weight` — the layer's kernel (`weight_shape`); `act` — the layer's output
 //! on evaluation examples, `examples × activation_shape` values, the examples of one evaluation
@@ -34,6 +36,15 @@ pub const ACTION_CLOSE_RUN: &str = "lrid.close_run";
 /// rows of the `analyses` table (all of one analysis name, which replaces an earlier analysis
 /// of that name); the answer is JSON `{"rows": n}` once they are durable.
 pub const ACTION_PUT_ANALYSIS: &str = "lrid.put_analysis";
+/// `DoAction` type that stores an identifier (live identification): the body is the
+/// identifier as an Arrow IPC stream — one row per prefix length k with columns `points`,
+/// `train_examples`, `accuracy`, `run_accuracy`, `mean`, `scale` (List<Float64>), `model`
+/// (Binary), and its JSON description in the schema metadata key `lrid:identifier`; the answer
+/// is a JSON [`IdentifierAck`] once it is durable and active.
+pub const ACTION_PUT_IDENTIFIER: &str = "lrid.put_identifier";
+/// `DoAction` type that deletes an identifier (JSON [`DeleteIdentifier`]); the rows it wrote
+/// stay.
+pub const ACTION_DELETE_IDENTIFIER: &str = "lrid.delete_identifier";
 /// `Any.type_url` of a snapshot `DoPut` descriptor.
 pub const SNAPSHOT_TYPE_URL: &str = "type.lrid.dev/lrid.v1.Snapshot";
 /// Name of the single column of snapshot record batches.
@@ -342,4 +353,21 @@ mod tests {
         assert!(validate_run_id("a b").is_err());
         assert!(validate_run_id(&"x".repeat(129)).is_err());
     }
+}
+
+/// The answer to [`ACTION_PUT_IDENTIFIER`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IdentifierAck {
+    pub name: String,
+    /// The rules it tells apart, in class order.
+    pub rules: Vec<String>,
+    /// Prefix lengths it has a model for (1..=points).
+    pub points: usize,
+}
+
+/// The body of [`ACTION_DELETE_IDENTIFIER`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteIdentifier {
+    pub name: String,
 }
