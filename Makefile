@@ -47,7 +47,9 @@ plugins: build
 	$(LRID) plugins --dir lrid-data/plugins
 
 # The main job: the demo sweep (every built-in rule on two small networks, recorded into an
-# embedded daemon; resumable, so a second `make demo` only summarises), then what it stored.
+# embedded daemon; resumable, so a second `make demo` only summarises), what it stored, the
+# identification experiments on it, then live identification: an identifier fitted on the
+# corpus, and one more run of each rule (seeds the corpus never had) identified as it trains.
 demo: plugins
 	$(LRID) --version
 	$(LRID) sweep run config/sweeps/demo.toml
@@ -57,7 +59,12 @@ demo: plugins
 	url=http://$$(awk '{print $$5; exit}' target/demo/serve.out); \
 	$(LRID) sql "SELECT learning_rule, architecture, count(*) AS runs FROM runs WHERE starts_with(run_id, 'demo/') AND status = 'closed' GROUP BY learning_rule, architecture ORDER BY architecture, learning_rule" --server $$url; \
 	$(LRID) sql "SELECT r.learning_rule, o.point, round(avg(o.weightabs_mean), 5) AS mean_abs_weight, round(avg(o.actraw_mean), 4) AS mean_act FROM observables o JOIN runs r ON o.run_id = r.run_id WHERE r.architecture = 'resnet18-v1' AND o.layer_name = 'dense' AND o.point IN (0, 10, 20) GROUP BY r.learning_rule, o.point ORDER BY r.learning_rule, o.point" --server $$url; \
-	$(LRID) analyze --server $$url --name demo --where "starts_with(run_id, 'demo/')" --classifiers random-forest --experiments main,held-out,importances; \
+	$(LRID) analyze --server $$url --name demo --where "starts_with(run_id, 'demo/')" --classifiers random-forest --experiments main,held-out,importances && \
+	{ $(LRID) sql "SELECT name FROM identifiers WHERE name = 'demo'" --format csv --server $$url | grep -q demo || \
+	  $(LRID) identify fit --name demo --server $$url --where "starts_with(run_id, 'demo/')"; } && \
+	$(LRID) sweep run config/sweeps/demo-live.toml --server $$url && \
+	echo "Live identification of runs the identifier never saw (predicted rule and its probability after k points):" && \
+	$(LRID) sql "SELECT r.learning_rule AS trained_with, max(CASE WHEN i.point = 2 THEN concat(i.predicted, ' ', round(i.probability, 2)) END) AS k3, max(CASE WHEN i.point = 5 THEN concat(i.predicted, ' ', round(i.probability, 2)) END) AS k6, max(CASE WHEN i.point = 10 THEN concat(i.predicted, ' ', round(i.probability, 2)) END) AS k11, max(CASE WHEN i.point = 20 THEN concat(i.predicted, ' ', round(i.probability, 2)) END) AS k21 FROM identifications i JOIN runs r ON i.run_id = r.run_id WHERE starts_with(i.run_id, 'demo-live/') AND i.identifier = 'demo' AND i.layer_index IS NULL GROUP BY r.learning_rule ORDER BY r.learning_rule" --server $$url; \
 	status=$$?; kill $$pid; wait $$pid; exit $$status
 
 lint: venv
@@ -80,6 +87,7 @@ bench: plugins
 	$(CARGO) bench -p lrid-stats --bench statistics
 	$(CARGO) bench -p lrid-e2e --bench daemon
 	$(CARGO) bench -p lrid-e2e --bench experiments
+	$(CARGO) bench -p lrid-e2e --bench identify
 
 fmt:
 	$(CARGO) fmt --all

@@ -398,6 +398,7 @@ fn bad_identification_inputs_are_refused_and_a_failing_identifier_fails_alone() 
         arch: "net-a".into(),
         batch: 32,
         data_seed: 9,
+        layers: 3,
     };
     run.record(&url, 0..3, 5);
     let rows = wait_rows(

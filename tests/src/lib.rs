@@ -154,6 +154,8 @@ pub struct SyntheticRun {
     pub arch: String,
     pub batch: u32,
     pub data_seed: i64,
+    /// Observed layers (the first early, the last deep, the rest middle).
+    pub layers: u32,
 }
 
 impl SyntheticRun {
@@ -179,7 +181,7 @@ impl SyntheticRun {
     }
 
     /// Opens the run (or re-opens it, after a daemon restart) and records points `points` of a
-    /// trajectory of `total` points: 3 layers (early, middle, deep), every tensor drawn from a
+    /// trajectory of `total` points: `layers` layers (early, middle…, deep), every tensor drawn from a
     /// generator seeded by the run and the point, its scale and offset drifting over the
     /// trajectory at a rate that depends on the rule: the rules look alike at the first points
     /// and apart by the last (per-run and per-value noise).
@@ -198,11 +200,18 @@ impl SyntheticRun {
         for p in points {
             let mut rng = SplitMix(self.seed() ^ (u64::from(p) + 1).wrapping_mul(0x9e37_79b9));
             let t = f64::from(p) / f64::from(total.max(2) - 1);
-            for l in 0..3u32 {
+            for l in 0..self.layers {
+                let position = if l == 0 {
+                    Position::Early
+                } else if l + 1 == self.layers {
+                    Position::Deep
+                } else {
+                    Position::Middle
+                };
                 let layer = LayerInfo {
                     index: l,
                     name: format!("layer{l}"),
-                    position: [Position::Early, Position::Middle, Position::Deep][l as usize],
+                    position,
                     weight_shape: vec![8, 8],
                     activation_shape: vec![16],
                 };
@@ -250,6 +259,7 @@ pub fn synthetic_runs(
                         arch: arch.to_string(),
                         batch,
                         data_seed,
+                        layers: 3,
                     });
                 }
             }

@@ -8,6 +8,7 @@ use lrid_plugin::FeatureLayout;
 use lrid_plugins::{ClassifierData, ClassifierModel, Plugin};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 
 use crate::dataset::shuffled;
 use crate::{Error, Result};
@@ -313,32 +314,48 @@ impl<'a> TrainingSet<'a> {
             });
         }
         let fold_sets = stratified_folds(&self.labels, folds);
-        let mut scores = Vec::new();
-        let mut last_error = None;
-        'configs: for config in grid {
-            let mut total = 0.0;
-            for (f, held) in fold_sets.iter().enumerate() {
+        // Every (configuration, fold) fit at once: a classifier that fits on one thread (the
+        // SVM) uses every core, one that is parallel itself (the forest) shares them.
+        let jobs: Vec<(usize, usize)> = (0..grid.len())
+            .flat_map(|c| (0..fold_sets.len()).map(move |f| (c, f)))
+            .collect();
+        let outcomes: Vec<Result<f64>> = jobs
+            .par_iter()
+            .map(|&(c, f)| {
+                let held = &fold_sets[f];
                 let fit_rows: Vec<usize> = all
                     .iter()
                     .copied()
                     .filter(|i| held.binary_search(i).is_err())
                     .collect();
-                let outcome = self
-                    .fit(config, &fit_rows, seed.wrapping_add(f as u64 + 1))
-                    .and_then(|model| self.predict(&model, select_rows(&self.x, self.cols, held)));
+                let model = self.fit(&grid[c], &fit_rows, seed.wrapping_add(f as u64 + 1))?;
+                let pred = self.predict(&model, select_rows(&self.x, self.cols, held))?;
+                let truth: Vec<u32> = held.iter().map(|&i| self.labels[i]).collect();
+                Ok(accuracy(&pred, &truth))
+            })
+            .collect();
+        let mut scores = Vec::new();
+        let mut last_error = None;
+        for (c, config) in grid.iter().enumerate() {
+            let mut total = 0.0;
+            let mut failed = None;
+            for (f, outcome) in outcomes[c * fold_sets.len()..(c + 1) * fold_sets.len()]
+                .iter()
+                .enumerate()
+            {
                 match outcome {
-                    Ok(pred) => {
-                        let truth: Vec<u32> = held.iter().map(|&i| self.labels[i]).collect();
-                        total += accuracy(&pred, &truth);
-                    }
+                    Ok(a) => total += a,
                     Err(e) => {
-                        tracing::debug!(%config, "configuration skipped: {e}");
-                        last_error = Some(e);
-                        continue 'configs;
+                        tracing::debug!(%config, fold = f, "configuration skipped: {e}");
+                        failed = Some(e.to_string());
+                        break;
                     }
                 }
             }
-            scores.push((config.clone(), total / fold_sets.len() as f64));
+            match failed {
+                None => scores.push((config.clone(), total / fold_sets.len() as f64)),
+                Some(e) => last_error = Some(Error::InvalidArgument(e)),
+            }
         }
         let Some(best) = scores
             .iter()

@@ -479,3 +479,113 @@ impl LoadedIdentifier {
         Ok(LoadedIdentifier { identifier, models })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identifier(points: usize) -> Identifier {
+        let stats = MeasureSet::All.statistics().len();
+        Identifier {
+            meta: IdentifierMeta {
+                format: FORMAT_VERSION,
+                name: "demo".into(),
+                classifier: "random-forest".into(),
+                classifier_version: "1.0.0".into(),
+                config: serde_json::json!({"max_features": "sqrt"}),
+                where_predicate: Some("task = 'shapes'".into()),
+                model: "ideal".into(),
+                measure: "all".into(),
+                rules: vec!["adam".into(), "sgdm".into()],
+                points,
+                architectures: vec!["resnet18-v1".into()],
+                examples: 10,
+                runs: 2,
+                held_out_runs: 1,
+                created_at: "2026-11-29T00:00:00Z".into(),
+            },
+            stages: (1..=points)
+                .map(|k| Stage {
+                    points: k,
+                    train_examples: 10,
+                    accuracy: 0.5 + 0.01 * k as f64,
+                    run_accuracy: f64::NAN,
+                    zscore: ZScore {
+                        cols: 0,
+                        categorical: 0,
+                        mean: vec![0.5; stats * k],
+                        scale: vec![2.0; stats * k],
+                    },
+                    model: vec![k as u8; 3],
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn an_identifier_round_trips_through_arrow_ipc() {
+        let id = identifier(3);
+        let back = Identifier::from_ipc(&id.to_ipc().unwrap()).unwrap();
+        assert_eq!(back.meta, id.meta);
+        assert_eq!(back.stages.len(), 3);
+        for (a, b) in back.stages.iter().zip(&id.stages) {
+            assert_eq!(
+                (
+                    a.points,
+                    a.train_examples,
+                    &a.model,
+                    &a.zscore.mean,
+                    &a.zscore.scale
+                ),
+                (
+                    b.points,
+                    b.train_examples,
+                    &b.model,
+                    &b.zscore.mean,
+                    &b.zscore.scale
+                )
+            );
+            assert!(a.run_accuracy.is_nan());
+        }
+        // The z-scoring of k = 2 gets its column counts from the layout.
+        let z = back.zscore(2);
+        assert_eq!((z.cols, z.categorical), (3 + 24 * 2, 3));
+    }
+
+    #[test]
+    fn inconsistent_identifiers_and_other_bytes_are_refused() {
+        let e = Identifier::from_ipc(b"not arrow").unwrap_err().to_string();
+        assert!(e.contains("not an Arrow IPC stream"), "{e}");
+        let mut id = identifier(2);
+        id.meta.rules = vec!["adam".into()];
+        let e = Identifier::from_ipc(&id.to_ipc().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("two or more distinct rules"), "{e}");
+        let mut id = identifier(2);
+        id.stages.pop();
+        let e = Identifier::from_ipc(&id.to_ipc().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("1 prefix model(s) for 2 points"), "{e}");
+        let mut id = identifier(2);
+        id.stages[1].zscore.scale[0] = 0.0;
+        let e = Identifier::from_ipc(&id.to_ipc().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("prefix model for 2 point(s) is inconsistent"),
+            "{e}"
+        );
+        let mut id = identifier(1);
+        id.meta.format = 9;
+        let e = Identifier::from_ipc(&id.to_ipc().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("format 9"), "{e}");
+        for bad in ["", "a b", ".hidden", "x/y"] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_name("demo-1.v2_x").is_ok());
+    }
+}

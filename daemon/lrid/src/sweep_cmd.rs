@@ -162,9 +162,9 @@ fn default_workers() -> usize {
 
 impl SweepFile {
     fn load(path: &Path) -> Result<SweepFile> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the sweep file {}", path.display()))?;
-        let sweep: SweepFile = toml::from_str(&text)
+        let value = Self::merged(path, 0)?;
+        let sweep: SweepFile = value
+            .try_into()
             .with_context(|| format!("{} is not a valid sweep file", path.display()))?;
         lrid_protocol::validate_run_id(&sweep.name)
             .map_err(|e| anyhow::anyhow!("{}: sweep name: {e}", path.display()))?;
@@ -195,6 +195,39 @@ impl SweepFile {
             );
         }
         Ok(sweep)
+    }
+
+    /// The file's TOML with its `base` (another sweep file, relative to this one) under it:
+    /// tables merge key by key, anything else (a grid list, a number) is replaced.
+    fn merged(path: &Path, depth: usize) -> Result<toml::Table> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the sweep file {}", path.display()))?;
+        let mut table: toml::Table = toml::from_str(&text)
+            .with_context(|| format!("{} is not a valid sweep file", path.display()))?;
+        let Some(base) = table.remove("base") else {
+            return Ok(table);
+        };
+        let Some(base) = base.as_str() else {
+            bail!("{}: base must be a file name", path.display());
+        };
+        if depth >= 4 {
+            bail!("{}: more than 4 levels of base files", path.display());
+        }
+        let base_path = path.parent().unwrap_or(Path::new(".")).join(base);
+        let mut merged = Self::merged(&base_path, depth + 1)
+            .with_context(|| format!("{}: its base {base}", path.display()))?;
+        fn merge(into: &mut toml::Table, from: toml::Table) {
+            for (k, v) in from {
+                match (into.get_mut(&k), v) {
+                    (Some(toml::Value::Table(a)), toml::Value::Table(b)) => merge(a, b),
+                    (_, v) => {
+                        into.insert(k, v);
+                    }
+                }
+            }
+        }
+        merge(&mut merged, table);
+        Ok(merged)
     }
 
     /// Every rule of every grid, once.
@@ -631,6 +664,55 @@ mod tests {
             cells[0].id("demo"),
             "demo/resnet18-v1/shapes/sgdm/b32/mu/du"
         );
+    }
+
+    #[test]
+    fn the_live_demo_inherits_the_demo_s_training_and_the_study_covers_the_design() {
+        let demo = shipped("demo");
+        let live = shipped("demo-live");
+        assert_eq!(live.name, "demo-live");
+        assert_eq!(live.cells().len(), 4, "one run per rule");
+        assert_eq!(live.train.epochs, demo.train.epochs);
+        assert_eq!(live.train.width, demo.train.width);
+        assert_eq!(
+            live.rules["information-alignment"].config,
+            demo.rules["information-alignment"].config
+        );
+        assert!(live.cells().iter().all(|c| c.model_seed == Seed::Fixed(7)));
+        let study = shipped("study");
+        let cells = study.cells();
+        assert_eq!(cells.len(), 352);
+        let archs: std::collections::BTreeSet<&str> = cells.iter().map(|c| c.arch.name()).collect();
+        assert_eq!(archs.len(), 10, "all ten architectures: {archs:?}");
+    }
+
+    #[test]
+    fn a_base_file_is_merged_under_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("base.toml"),
+            "name = \"b\"\nworkers = 3\n[[grid]]\narchitectures = [\"knet4\"]\ntasks = [\"shapes\"]\nrules = [\"sgdm\"]\nbatch_sizes = [8]\nmodel_seeds = [0]\ndata_seeds = [0]\n[train]\nepochs = 2\nwidth = 0.5\n[rules.sgdm]\nlr = 0.3\n",
+        )
+        .unwrap();
+        let child = dir.path().join("child.toml");
+        std::fs::write(
+            &child,
+            "base = \"base.toml\"\nname = \"c\"\n[train]\nepochs = 4\n",
+        )
+        .unwrap();
+        let s = SweepFile::load(&child).unwrap();
+        assert_eq!((s.name.as_str(), s.workers), ("c", 3));
+        assert_eq!((s.train.epochs, s.train.width), (4.0, Some(0.5)));
+        assert_eq!(s.rules["sgdm"].lr, Some(0.3));
+        std::fs::write(&child, "base = \"missing.toml\"\nname = \"c\"\n").unwrap();
+        let e = format!("{:#}", SweepFile::load(&child).unwrap_err());
+        assert!(
+            e.contains("its base missing.toml") && e.contains("cannot read"),
+            "{e}"
+        );
+        std::fs::write(&child, "base = \"child.toml\"\nname = \"c\"\n").unwrap();
+        let e = format!("{:#}", SweepFile::load(&child).unwrap_err());
+        assert!(e.contains("more than 4 levels"), "{e}");
     }
 
     #[test]

@@ -2981,7 +2981,7 @@ mod tests {
                 "Held-out runs identified after k points",
                 "trajectory points seen (k)",
                 "held-out runs identified (%)",
-                "held out: seeds (24 runs)",
+                "seeds",
                 "chance (25.0",
             ],
         ),
@@ -3096,6 +3096,7 @@ mod tests {
         results.held_out.clear();
         results.noise.clear();
         results.importances = None;
+        results.early = None;
         results.failures.clear();
         let dir = tempfile::tempdir().unwrap();
         let written = write_report(&results, dir.path()).unwrap();

@@ -2,14 +2,14 @@
 
 use std::sync::Arc;
 
-use arrow::array::{AsArray, RecordBatch};
+use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Float64Type, UInt32Type};
 use lrid_protocol::{
     CloseRun, CompletePoint, Diagnostic, LayerInfo, OpenRun, PROTOCOL_VERSION, Position, RunLabels,
     SnapshotHeader, SnapshotMeasure,
 };
 use lrid_stats::{ActivationAccumulator, MeasurementModel, weight_statistics};
-use lrid_store::{Error, ModelConfig, Store, StoreConfig};
+use lrid_store::{Error, IdentificationRow, ModelConfig, Store, StoreConfig};
 
 fn layer(index: u32) -> LayerInfo {
     LayerInfo {
@@ -650,4 +650,119 @@ async fn a_log_and_a_manifest_written_before_diagnostics_still_load() {
         vec![(2, 20, 1, "conv1".to_string(), "w_change".to_string(), 0.25)]
     );
     assert_eq!(count(&store, "SELECT count(*) FROM observables").await, 9);
+}
+
+fn identification(run: &str, point: u32, layer: Option<u32>, p_sgdm: f64) -> IdentificationRow {
+    IdentificationRow {
+        run_id: run.into(),
+        point,
+        points_seen: point + 1,
+        identifier: "id".into(),
+        layer_index: layer,
+        layer_name: layer.map(|l| format!("conv{l}")),
+        probabilities: vec![
+            ("sgdm".into(), p_sgdm),
+            ("feedback-alignment".into(), 1.0 - p_sgdm),
+        ],
+        status: "ok".into(),
+        note: None,
+        at_ms: 1_700_000_000_000 + i64::from(point),
+    }
+}
+
+/// (point, layer, predicted, p_sgdm, p_feedback_alignment) of the `identifications` view.
+async fn identifications(store: &Store) -> Vec<(u32, Option<u32>, String, f64, f64)> {
+    let mut out = Vec::new();
+    for b in query(
+        store,
+        "SELECT point, layer_index, predicted, p_sgdm, p_feedback_alignment FROM identifications ORDER BY point, layer_index NULLS LAST",
+    )
+    .await
+    {
+        let point = b.column(0).as_primitive::<UInt32Type>();
+        let layer = b.column(1).as_primitive::<UInt32Type>();
+        let predicted = b.column(2).as_string::<i32>();
+        let sgdm = b.column(3).as_primitive::<Float64Type>();
+        let fa = b.column(4).as_primitive::<Float64Type>();
+        for i in 0..b.num_rows() {
+            out.push((
+                point.value(i),
+                layer.is_valid(i).then(|| layer.value(i)),
+                predicted.value(i).to_string(),
+                sgdm.value(i),
+                fa.value(i),
+            ));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn identifications_are_durable_queryable_with_a_column_per_rule_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig::test_config(dir.path());
+    let store = Store::open(config.clone()).await.unwrap();
+    open(&store, "r");
+    // The view exists before any identifier, without rule columns.
+    assert_eq!(
+        count(&store, "SELECT count(*) FROM identifications").await,
+        0
+    );
+    let rules = ["sgdm".to_string(), "feedback-alignment".to_string()]
+        .into_iter()
+        .collect();
+    store.add_identification_rules(&rules).await.unwrap();
+    store
+        .put_identifications(vec![
+            identification("r", 0, Some(0), 0.75),
+            identification("r", 0, None, 0.25),
+        ])
+        .unwrap();
+    let want = vec![
+        (0, Some(0), "sgdm".to_string(), 0.75, 0.25),
+        (0, None, "feedback-alignment".to_string(), 0.25, 0.75),
+    ];
+    assert_eq!(identifications(&store).await, want, "queryable at once");
+
+    // Replayed from the log after a restart, then moved to Parquet by a checkpoint.
+    drop(store);
+    let store = Store::open(config.clone()).await.unwrap();
+    assert_eq!(identifications(&store).await, want, "replayed");
+    store.checkpoint().unwrap();
+    assert!(
+        std::fs::read_dir(dir.path().join("identifications"))
+            .unwrap()
+            .count()
+            == 1
+    );
+    store
+        .put_identifications(vec![identification("r", 1, None, 0.9)])
+        .unwrap();
+    drop(store);
+    let store = Store::open(config).await.unwrap();
+    let mut more = want.clone();
+    more.push((1, None, "sgdm".to_string(), 0.9, 1.0 - 0.9));
+    assert_eq!(
+        identifications(&store).await,
+        more,
+        "Parquet and log together"
+    );
+
+    // Bad rows are refused whole, naming the fault; nothing is stored.
+    let e = store
+        .put_identifications(vec![
+            identification("r", 2, None, 0.5),
+            identification("nope", 2, None, 0.5),
+        ])
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::NotFound(_)) && e.to_string().contains("unknown run 'nope'"),
+        "{e}"
+    );
+    let e = store
+        .put_identifications(vec![identification("r", 2, None, 1.5)])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not in [0, 1]"), "{e}");
+    assert_eq!(identifications(&store).await, more);
 }

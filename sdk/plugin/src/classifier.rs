@@ -24,6 +24,10 @@
 //! `load` (capability [`CAP_SAVE`]) and `importances` ([`CAP_IMPORTANCES`]) are optional and
 //! answer [`STATUS_UNSUPPORTED`](crate::STATUS_UNSUPPORTED) when absent. lrid sets the key
 //! [`CONFIG_SEED`] in every configuration it passes to `fit`.
+//!
+//! Threads: lrid calls `fit` on one prepared data from several threads at once (the
+//! configurations and folds of a cross-validation), and `predict_proba` on one model likewise;
+//! a plugin's data and models must allow that (the [`Classifier`] trait asks `Sync` of both).
 
 use std::ffi::{CStr, c_char, c_void};
 use std::sync::Arc;
