@@ -210,17 +210,17 @@ fn throughput() {
             .map(|i| ingest_gbps(&daemon, &format!("ingest-{i}"), POINTS))
             .collect()
     };
-    let median = |mut v: Vec<f64>| {
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
     let none = measure(false);
     let two = measure(true);
+    let (m0, m2) = (median(&none), median(&two));
     println!(
-        "ingest with live identification: 1 recorder × {POINTS} points × 15.9 MB (ResNet-like layer), {runs} runs each, median GB/s: no identifiers {:.2} ({none:.2?}), two identifiers {:.2} ({two:.2?}); ratio {:.3}",
-        median(none.clone()),
-        median(two.clone()),
-        median(two) / median(none)
+        "ingest with live identification: 1 recorder × {POINTS} points × 15.9 MB (ResNet-like layer), {runs} runs each, median GB/s: no identifiers {m0:.2} ({none:.2?}), two identifiers {m2:.2} ({two:.2?}); ratio {:.3}",
+        m2 / m0
     );
 }
 
