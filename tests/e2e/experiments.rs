@@ -111,7 +111,12 @@ fn every_rule_trains_a_small_knet_and_a_small_resnet_and_every_layer_and_point_i
             let hyper: serde_json::Value =
                 serde_json::from_str(r["hyperparameters"].as_str().unwrap()).unwrap();
             assert_eq!(hyper["steps"], 4);
-            assert_eq!(hyper["rule_version"], "1.0.0");
+            let version = if rule == "information-alignment" {
+                "1.1.0"
+            } else {
+                "1.0.0"
+            };
+            assert_eq!(hyper["rule_version"], version);
 
             let rows = daemon.sql(&format!(
                 "SELECT point, step, layer_index, weightraw_norm, actraw_mean, gradavgraw_id FROM observables WHERE run_id = '{run_id}' ORDER BY point, layer_index"
