@@ -440,7 +440,35 @@ fn run_sweep(args: &RunArgs) -> Result<()> {
                 threads,
                 plugins_dir: &rule_dirs[&cell.rule],
             };
-            let child = spawn.worker(&sweep, &cell, &run_id, &log)?;
+            // A worker that cannot start (e.g. the lrid binary is being replaced by a build)
+            // is tried a few times, then recorded as a failed run; the sweep and the workers
+            // already running go on.
+            let mut attempt = spawn.worker(&sweep, &cell, &run_id, &log);
+            for _ in 0..4 {
+                if attempt.is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_secs(1));
+                attempt = spawn.worker(&sweep, &cell, &run_id, &log);
+            }
+            let child = match attempt {
+                Ok(child) => child,
+                Err(e) => {
+                    let error = format!("{e:#}");
+                    let entry = JournalEntry {
+                        run_id: &run_id,
+                        outcome: "failed",
+                        seconds: 0.0,
+                        error: Some(error.clone()),
+                        log: log.display().to_string(),
+                    };
+                    writeln!(journal, "{}", serde_json::to_string(&entry)?)?;
+                    bar.println(format!("failed: {run_id} — {error}"));
+                    failed.push((run_id, error, log));
+                    bar.inc(1);
+                    continue;
+                }
+            };
             running.push(Worker {
                 child,
                 run_id,
