@@ -22,21 +22,7 @@ use lrid_store::{Store, StoreConfig};
 fn ingest(threads: usize, points: u32, in_flight: usize, buffer_mb: usize) -> (f64, f64, f64) {
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(dir.path(), &[]);
-    // A ResNet-like conv layer: 512×512×3×3 weights (9.4 MB) and 64 examples of 512×7×7
-    // activations (6.4 MB) per point.
-    let layer = LayerInfo {
-        index: 0,
-        name: "block4_conv".into(),
-        position: Position::Deep,
-        weight_shape: vec![512, 512, 3, 3],
-        activation_shape: vec![512, 7, 7],
-    };
-    let weights: Vec<f32> = (0..512 * 512 * 9)
-        .map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5)
-        .collect();
-    let acts: Vec<f32> = (0..64 * 512 * 49)
-        .map(|i| ((i * 104_729) % 997) as f32 * 1e-3)
-        .collect();
+    let (layer, weights, acts) = lrid_e2e::resnet_like_layer();
     let bytes_per_point = (weights.len() + acts.len()) * 4;
     let cpu_before = (
         cpu_seconds("self"),

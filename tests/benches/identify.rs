@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use lrid_e2e::{Daemon, SyntheticRun, lrid_bin, plugin_lib, synthetic_runs};
-use lrid_protocol::{LayerInfo, Position, RunLabels};
+use lrid_protocol::RunLabels;
 use lrid_sdk::{Recorder, RecorderConfig};
 
 const RULES: [&str; 4] = [
@@ -178,19 +178,7 @@ fn latency() {
 
 /// GB/s of one recorder sending `points` points of a ResNet-like layer.
 fn ingest_gbps(daemon: &Daemon, run: &str, points: u32) -> f64 {
-    let layer = LayerInfo {
-        index: 0,
-        name: "block4_conv".into(),
-        position: Position::Deep,
-        weight_shape: vec![512, 512, 3, 3],
-        activation_shape: vec![512, 7, 7],
-    };
-    let weights: Vec<f32> = (0..512 * 512 * 9)
-        .map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5)
-        .collect();
-    let acts: Vec<f32> = (0..64 * 512 * 49)
-        .map(|i| ((i * 104_729) % 997) as f32 * 1e-3)
-        .collect();
+    let (layer, weights, acts) = lrid_e2e::resnet_like_layer();
     let labels = RunLabels {
         learning_rule: Some("sgdm".into()),
         architecture: Some("bench".into()),

@@ -317,3 +317,22 @@ impl SplitMix {
         (-2.0 * self.uniform().ln()).sqrt() * (std::f64::consts::TAU * self.uniform()).cos()
     }
 }
+
+/// The ingest benchmarks' layer: a ResNet-like convolution, 512×512×3×3 weights (9.4 MB) and 64
+/// examples of 512×7×7 activations (6.4 MB) per point, with fixed values.
+pub fn resnet_like_layer() -> (lrid_protocol::LayerInfo, Vec<f32>, Vec<f32>) {
+    let layer = lrid_protocol::LayerInfo {
+        index: 0,
+        name: "block4_conv".into(),
+        position: lrid_protocol::Position::Deep,
+        weight_shape: vec![512, 512, 3, 3],
+        activation_shape: vec![512, 7, 7],
+    };
+    let weights: Vec<f32> = (0..512 * 512 * 9)
+        .map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5)
+        .collect();
+    let acts: Vec<f32> = (0..64 * 512 * 49)
+        .map(|i| ((i * 104_729) % 997) as f32 * 1e-3)
+        .collect();
+    (layer, weights, acts)
+}
