@@ -457,7 +457,7 @@ impl Store {
             let inner = store.inner.lock().expect("store lock");
             for f in &inner.manifest.identifications {
                 let path = store.dir.join("identifications").join(f);
-                for b in read_parquet(&path, None)? {
+                for b in read_parquet(&path, Some(&["probabilities"]))? {
                     rules.extend(rules_in(&b));
                 }
             }

@@ -735,6 +735,10 @@ async fn identifications_are_durable_queryable_with_a_column_per_rule_and_checke
             .count()
             == 1
     );
+    // The view's rule columns come back from the Parquet files alone.
+    drop(store);
+    let store = Store::open(config.clone()).await.unwrap();
+    assert_eq!(identifications(&store).await, want, "from Parquet");
     store
         .put_identifications(vec![identification("r", 1, None, 0.9)])
         .unwrap();
