@@ -5,10 +5,9 @@
 //! with one clear line; a failing classifier fails its own results only.
 
 use std::path::Path;
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use lrid_e2e::{Daemon, lrid_bin, plugin_lib, record_synthetic_corpus};
+use lrid_e2e::{Daemon, lrid, plugin_lib, record_synthetic_corpus, text};
 
 const RULES: [&str; 4] = [
     "adam",
@@ -16,22 +15,6 @@ const RULES: [&str; 4] = [
     "information-alignment",
     "sgdm",
 ];
-
-fn lrid(args: &[&str]) -> Output {
-    Command::new(lrid_bin())
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run lrid")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 /// A daemon whose plugins folder holds the two built-in classifiers, with the corpus recorded.
 fn daemon_with_corpus(root: &Path) -> Daemon {

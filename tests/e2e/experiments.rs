@@ -4,10 +4,10 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
-use lrid_e2e::{Daemon, lrid_bin, plugin_lib};
+use lrid_e2e::{Daemon, lrid, lrid_command, plugin_lib, text};
 
 const RULES: [(&str, &str); 4] = [
     ("lrid_rule_sgdm", "sgdm"),
@@ -26,16 +26,6 @@ fn plugins_dir(root: &Path, libs: &[(&str, &str)]) -> std::path::PathBuf {
     dir
 }
 
-fn lrid_command(args: &[&str]) -> Command {
-    let mut cmd = Command::new(lrid_bin());
-    cmd.args(args).env("RUST_LOG", "warn");
-    cmd
-}
-
-fn lrid(args: &[&str]) -> Output {
-    lrid_command(args).output().expect("run lrid")
-}
-
 /// `lrid` with the arguments of a command line (split on whitespace: no argument holds a space).
 fn lrid_line(line: &str) -> Output {
     lrid(&line.split_whitespace().collect::<Vec<_>>())
@@ -47,14 +37,6 @@ fn lrid_line_in(line: &str, tmpdir: &Path) -> Output {
         .env("TMPDIR", tmpdir)
         .output()
         .expect("run lrid")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn int(row: &serde_json::Map<String, serde_json::Value>, key: &str) -> i64 {

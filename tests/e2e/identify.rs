@@ -9,11 +9,11 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use lrid_e2e::{
-    Daemon, SyntheticRun, lrid_bin, plugin_lib, record_synthetic_corpus, synthetic_runs,
+    Daemon, SyntheticRun, lrid, lrid_bin, plugin_lib, record_synthetic_corpus, synthetic_runs, text,
 };
 
 const RULES: [&str; 4] = [
@@ -23,22 +23,6 @@ const RULES: [&str; 4] = [
     "sgdm",
 ];
 const POINTS: u32 = 21;
-
-fn lrid(args: &[&str]) -> Output {
-    Command::new(lrid_bin())
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run lrid")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 fn plugins_folder(root: &Path) -> std::path::PathBuf {
     let plugins = root.join("plugins");

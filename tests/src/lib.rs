@@ -336,3 +336,24 @@ pub fn resnet_like_layer() -> (lrid_protocol::LayerInfo, Vec<f32>, Vec<f32>) {
         .collect();
     (layer, weights, acts)
 }
+
+/// `lrid ARGS` as the tests run it (`RUST_LOG=warn`), not yet started.
+pub fn lrid_command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(lrid_bin());
+    cmd.args(args).env("RUST_LOG", "warn");
+    cmd
+}
+
+/// Runs `lrid ARGS` to completion.
+pub fn lrid(args: &[&str]) -> std::process::Output {
+    lrid_command(args).output().expect("run lrid")
+}
+
+/// A finished command's stdout then stderr, as text.
+pub fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
