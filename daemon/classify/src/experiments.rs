@@ -16,6 +16,7 @@ use lrid_report::{
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 
 use crate::dataset::{Dataset, MeasureSet, POSITION_FEATURES, Points, shuffled, statistic_names};
 use crate::protocol::{Split, TrainingSet, accuracy, balanced_splits, confusion, mean_sem, zscore};
@@ -57,7 +58,7 @@ pub struct AnalysisOptions {
 }
 
 /// Progress of an analysis: how many units of work there are, and each one done.
-pub trait Progress {
+pub trait Progress: Sync {
     fn total(&self, units: u64);
     fn done(&self, what: &str);
 }
@@ -345,80 +346,52 @@ pub fn analyze(
             let mut split_results = Vec::new();
             let mut pair_acc: BTreeMap<(u32, u32), Vec<f64>> = BTreeMap::new();
             let mut failed = None;
-            for (s, split) in splits.iter().enumerate() {
-                let spec = EvalSpec {
-                    measure,
-                    train_points: &all_points,
-                    test_points: &all_points,
-                    classes: None,
-                    want_importances: run_importances && is_rf_all,
-                    want_permutation: run_importances && is_rf_all,
-                };
-                let seed = options.seed.wrapping_add(1000 * s as u64 + 1);
-                let ev = match runner.evaluate(plugin, &grid, &split.train, &split.test, spec, seed)
-                {
-                    Ok(ev) => ev,
+            let spec = EvalSpec {
+                measure,
+                train_points: &all_points,
+                test_points: &all_points,
+                classes: None,
+                want_importances: run_importances && is_rf_all,
+                want_permutation: run_importances && is_rf_all,
+            };
+            // Splits in parallel (a fit that is parallel itself shares the cores); merged in
+            // split order, so the results do not depend on the scheduling.
+            let outcomes: Vec<Result<MainSplit>> = splits
+                .par_iter()
+                .enumerate()
+                .map(|(s, split)| {
+                    main_split(&runner, plugin, &grid, spec, s, split, run_main, progress)
+                })
+                .collect();
+            for outcome in outcomes {
+                let done = match outcome {
+                    Ok(done) => done,
                     Err(e) => {
                         failed = Some(e);
                         break;
                     }
                 };
-                progress.done(&format!(
-                    "main {} {} split {s}",
-                    plugin.name,
-                    measure.as_str()
-                ));
-                if let Some(imp) = &ev.importances {
+                if let Some(imp) = &done.evaluation.importances {
                     tree_importances.extend(imp.iter().cloned());
                 }
-                if !ev.permutation.is_empty() {
-                    permutations.push(ev.permutation.clone());
+                if !done.evaluation.permutation.is_empty() {
+                    permutations.push(done.evaluation.permutation.clone());
                 }
-                if run_main {
-                    for a in 0..dataset.rules.len() as u32 {
-                        for b in a + 1..dataset.rules.len() as u32 {
-                            let pair = [a, b];
-                            let spec = EvalSpec {
-                                classes: Some(&pair),
-                                want_importances: false,
-                                want_permutation: false,
-                                ..spec
-                            };
-                            // The split's chosen configuration; when it cannot fit the two
-                            // rules' smaller training set (e.g. more PCA components than
-                            // examples), the grid is searched again on it.
-                            let chosen = [ev.config.clone()];
-                            let outcome = runner
-                                .evaluate(plugin, &chosen, &split.train, &split.test, spec, seed)
-                                .or_else(|_| {
-                                    runner.evaluate(
-                                        plugin,
-                                        &grid,
-                                        &split.train,
-                                        &split.test,
-                                        spec,
-                                        seed,
-                                    )
-                                });
-                            match outcome {
-                                Ok(p) => pair_acc
-                                    .entry((a, b))
-                                    .or_default()
-                                    .push(accuracy(&p.predicted, &p.truth)),
-                                Err(e) => failures.push(failure(
-                                    "main (pairwise)",
-                                    plugin,
-                                    Some(measure.as_str()),
-                                    &e,
-                                )),
-                            }
-                            progress.done("pairwise");
-                        }
+                for (pair, outcome) in done.pairs {
+                    match outcome {
+                        Ok(a) => pair_acc.entry(pair).or_default().push(a),
+                        Err(e) => failures.push(failure(
+                            "main (pairwise)",
+                            plugin,
+                            Some(measure.as_str()),
+                            &e,
+                        )),
                     }
                 }
+                let ev = done.evaluation;
                 split_results.push(SplitResult {
-                    split: s,
-                    train_examples: split.train.len(),
+                    split: done.split,
+                    train_examples: done.train_examples,
                     test_examples: ev.truth.len(),
                     accuracy: accuracy(&ev.predicted, &ev.truth),
                     config: ev.config.clone(),
@@ -572,6 +545,69 @@ pub fn analyze(
     })
 }
 
+/// What one split of the main experiment gives: the evaluation on all rules, and the
+/// pairwise accuracies (or why a pair failed).
+struct MainSplit {
+    split: usize,
+    train_examples: usize,
+    evaluation: Evaluation,
+    pairs: Vec<((u32, u32), Result<f64>)>,
+}
+
+/// One split of the main experiment: the grid's selection on the training rows, tested; then,
+/// when `pairwise`, every pair of rules with the split's chosen configuration (searched again
+/// when it cannot fit the two rules' smaller training set, e.g. more PCA components than
+/// examples).
+#[allow(clippy::too_many_arguments)]
+fn main_split(
+    runner: &Runner<'_>,
+    plugin: &Arc<Plugin>,
+    grid: &[serde_json::Value],
+    spec: EvalSpec<'_>,
+    s: usize,
+    split: &Split,
+    pairwise: bool,
+    progress: &dyn Progress,
+) -> Result<MainSplit> {
+    let seed = runner.options.seed.wrapping_add(1000 * s as u64 + 1);
+    let ev = runner.evaluate(plugin, grid, &split.train, &split.test, spec, seed)?;
+    progress.done(&format!(
+        "main {} {} split {s}",
+        plugin.name,
+        spec.measure.as_str()
+    ));
+    let mut pairs = Vec::new();
+    let rules = if pairwise {
+        runner.dataset.rules.len() as u32
+    } else {
+        0
+    };
+    for a in 0..rules {
+        for b in a + 1..rules {
+            let pair = [a, b];
+            let spec = EvalSpec {
+                classes: Some(&pair),
+                want_importances: false,
+                want_permutation: false,
+                ..spec
+            };
+            let chosen = [ev.config.clone()];
+            let outcome = runner
+                .evaluate(plugin, &chosen, &split.train, &split.test, spec, seed)
+                .or_else(|_| runner.evaluate(plugin, grid, &split.train, &split.test, spec, seed))
+                .map(|p| accuracy(&p.predicted, &p.truth));
+            pairs.push(((a, b), outcome));
+            progress.done("pairwise");
+        }
+    }
+    Ok(MainSplit {
+        split: s,
+        train_examples: split.train.len(),
+        evaluation: ev,
+        pairs,
+    })
+}
+
 fn importance_result(
     classifier: &str,
     trees: &[Vec<f64>],
@@ -638,27 +674,30 @@ fn held_out_factor(
     if values.len() < 2 {
         return Ok(None);
     }
-    let mut out = Vec::new();
-    for value in values {
-        let (test, train): (Vec<usize>, Vec<usize>) =
-            (0..d.len()).partition(|&i| d.examples[i].factor(factor).as_deref() == Some(&value));
-        let spec = EvalSpec {
-            measure: MeasureSet::All,
-            train_points: &Points::All,
-            test_points: &Points::All,
-            classes: None,
-            want_importances: false,
-            want_permutation: false,
-        };
-        let ev = runner.evaluate(plugin, grid, &train, &test, spec, runner.options.seed)?;
-        out.push(HeldOutValue {
-            value,
-            train_examples: train.len(),
-            test_examples: test.len(),
-            accuracy: accuracy(&ev.predicted, &ev.truth),
-            confusion: confusion(&ev.predicted, &ev.truth, d.rules.len()),
-        });
-    }
+    let values: Vec<String> = values.into_iter().collect();
+    let out = values
+        .into_par_iter()
+        .map(|value| {
+            let (test, train): (Vec<usize>, Vec<usize>) = (0..d.len())
+                .partition(|&i| d.examples[i].factor(factor).as_deref() == Some(&value));
+            let spec = EvalSpec {
+                measure: MeasureSet::All,
+                train_points: &Points::All,
+                test_points: &Points::All,
+                classes: None,
+                want_importances: false,
+                want_permutation: false,
+            };
+            let ev = runner.evaluate(plugin, grid, &train, &test, spec, runner.options.seed)?;
+            Ok(HeldOutValue {
+                value,
+                train_examples: train.len(),
+                test_examples: test.len(),
+                accuracy: accuracy(&ev.predicted, &ev.truth),
+                confusion: confusion(&ev.predicted, &ev.truth, d.rules.len()),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     Ok(Some(out))
 }
 
@@ -710,8 +749,14 @@ fn early_experiment(
                 members.push((train, test));
             }
         }
-        for k in 1..=d.points {
-            for (train, test) in &members {
+        // Every (prefix length, held-out group) at once.
+        let jobs: Vec<(usize, usize)> = (1..=d.points)
+            .flat_map(|k| (0..members.len()).map(move |m| (k, m)))
+            .collect();
+        let outcomes = jobs
+            .par_iter()
+            .map(|&(k, m)| {
+                let (train, test) = &members[m];
                 let model = crate::early::PrefixModel::fit(
                     d,
                     train,
@@ -721,13 +766,18 @@ fn early_experiment(
                     &config,
                     runner.options.seed,
                 )?;
-                let (ok, n) = crate::early::runs_right(d, test, &model)?;
-                right[k - 1] += ok;
-                if k == 1 {
-                    runs += n;
+                let right = crate::early::runs_right(d, test, &model)?;
+                if m + 1 == members.len() {
+                    progress.done(&format!("early {factor} k={k}"));
                 }
+                Ok(right)
+            })
+            .collect::<Result<Vec<(usize, usize)>>>()?;
+        for (&(k, _), (ok, n)) in jobs.iter().zip(outcomes) {
+            right[k - 1] += ok;
+            if k == 1 {
+                runs += n;
             }
-            progress.done(&format!("early {factor} k={k}"));
         }
         curves.push(EarlyCurve {
             held_out: factor.to_string(),
@@ -801,11 +851,14 @@ fn trajectory_experiments(
             count,
             seed,
         };
-        let mut values = Vec::new();
-        for split in splits {
-            values.push(eval(MeasureSet::All, &points, &points, split)?);
-            progress.done(&format!("trajectory period {period} count {count}"));
-        }
+        let values = splits
+            .par_iter()
+            .map(|split| {
+                let a = eval(MeasureSet::All, &points, &points, split)?;
+                progress.done(&format!("trajectory period {period} count {count}"));
+                Ok(a)
+            })
+            .collect::<Result<Vec<f64>>>()?;
         subsampling.push(SubsampleResult {
             measure: "all".into(),
             period,
@@ -821,22 +874,37 @@ fn trajectory_experiments(
             len: third,
         })
         .collect();
-    let mut thirds = vec![vec![Vec::new(); 3]; 3];
-    for split in splits {
-        for (i, train_points) in thirds_points.iter().enumerate() {
-            for (j, test_points) in thirds_points.iter().enumerate() {
-                thirds[i][j].push(eval(MeasureSet::All, train_points, test_points, split)?);
+    let per_split = splits
+        .par_iter()
+        .map(|split| {
+            let mut m = [[0.0; 3]; 3];
+            for (i, train_points) in thirds_points.iter().enumerate() {
+                for (j, test_points) in thirds_points.iter().enumerate() {
+                    m[i][j] = eval(MeasureSet::All, train_points, test_points, split)?;
+                }
+                progress.done("trajectory thirds");
             }
-            progress.done("trajectory thirds");
+            Ok(m)
+        })
+        .collect::<Result<Vec<[[f64; 3]; 3]>>>()?;
+    let mut thirds = vec![vec![Vec::new(); 3]; 3];
+    for m in per_split {
+        for (i, row) in m.iter().enumerate() {
+            for (j, a) in row.iter().enumerate() {
+                thirds[i][j].push(*a);
+            }
         }
     }
     let mut time_averaged = Vec::new();
     for measure in MeasureSet::ALL {
-        let mut values = Vec::new();
-        for split in splits {
-            values.push(eval(measure, &Points::Mean, &Points::Mean, split)?);
-            progress.done("trajectory time-averaged");
-        }
+        let values = splits
+            .par_iter()
+            .map(|split| {
+                let a = eval(measure, &Points::Mean, &Points::Mean, split)?;
+                progress.done("trajectory time-averaged");
+                Ok(a)
+            })
+            .collect::<Result<Vec<f64>>>()?;
         time_averaged.push(MeasureAccuracy {
             measure: measure.as_str().to_string(),
             accuracy: acc(values),
@@ -896,21 +964,29 @@ fn noise_experiment(
             }
             continue;
         }
-        let mut values = Vec::new();
-        for split in &splits {
-            let spec = EvalSpec {
-                measure,
-                train_points: &Points::All,
-                test_points: &Points::All,
-                classes: None,
-                want_importances: false,
-                want_permutation: false,
-            };
-            let ev =
-                runner.evaluate(plugin, &grid, &split.train, &split.test, spec, options.seed)?;
-            values.push(accuracy(&ev.predicted, &ev.truth));
-            progress.done(&format!("noise {model} {}", measure.as_str()));
-        }
+        let spec = EvalSpec {
+            measure,
+            train_points: &Points::All,
+            test_points: &Points::All,
+            classes: None,
+            want_importances: false,
+            want_permutation: false,
+        };
+        let values = splits
+            .par_iter()
+            .map(|split| {
+                let ev = runner.evaluate(
+                    plugin,
+                    &grid,
+                    &split.train,
+                    &split.test,
+                    spec,
+                    options.seed,
+                )?;
+                progress.done(&format!("noise {model} {}", measure.as_str()));
+                Ok(accuracy(&ev.predicted, &ev.truth))
+            })
+            .collect::<Result<Vec<f64>>>()?;
         per_measure.push(MeasureAccuracy {
             measure: measure.as_str().to_string(),
             accuracy: acc(values),

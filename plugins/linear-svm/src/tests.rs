@@ -397,7 +397,7 @@ fn the_grids_are_the_papers_and_a_fast_one_and_every_configuration_parses() {
     for n in [10, 20, 30, 40, 50, 100, 200, 300, 400, 500, 600] {
         paper.extend(cs.iter().map(|&c| (Some(n), c)));
     }
-    let fast: Vec<(Option<usize>, f64)> = vec![(None, 1.0), (Some(20), 1.0), (Some(50), 1.0)];
+    let fast: Vec<(Option<usize>, f64)> = vec![(None, 1.0)];
     for (name, want) in [("paper", paper), ("fast", fast)] {
         let got: Vec<(Option<usize>, f64)> = grids[name]
             .as_array()

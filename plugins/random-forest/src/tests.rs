@@ -518,8 +518,7 @@ fn the_grids_are_the_papers_and_a_fast_one() {
     assert_eq!(paper, &expected);
     assert_eq!(
         grids["fast"],
-        json!([{"max_features": "sqrt", "n_estimators": 100},
-               {"max_features": "log2", "n_estimators": 100}])
+        json!([{"max_features": "sqrt", "n_estimators": 100}])
     );
     for config in paper {
         crate::Params::from_config(config, 507).unwrap();
