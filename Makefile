@@ -17,7 +17,7 @@ export PATH := $(VENV)/bin:$(PATH)
 export LIBTORCH_USE_PYTORCH := 1
 CARGO := cargo
 
-.PHONY: demo test build venv bench lint fmt clean plugins
+.PHONY: demo test build venv bench lint fmt clean plugins python-client
 
 # The venv holds PyTorch (libtorch for tch); numpy and pytest for the reference tests; the ADBC
 # Flight SQL driver (with pyarrow) for the standard-client tests.
@@ -30,6 +30,11 @@ $(VENV)/.ready: Makefile
 	touch $@
 
 venv: $(VENV)/.ready
+
+# The Python client (sdk/python, package `lrid`), installed into the venv as a user would
+# (pip install ./sdk/python); its tests are in tests/python.
+python-client: venv
+	$(VENV)/bin/pip install --quiet ./sdk/python
 
 # A cold build writes ~2.2 GB under target/; a full disk shows up only as a linker crash (SIGBUS).
 build: venv
@@ -71,11 +76,11 @@ lint: venv
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 
-test: build lint
+test: build lint python-client
 	$(CARGO) test --release --workspace
 	cd tests/python && $(PYTHON) -m pytest -q
 
-bench: plugins
+bench: plugins python-client
 	$(VENV)/bin/pip install --quiet duckdb
 	@mkdir -p target/demo
 	@if $(LRID) dataset export --where "starts_with(run_id, 'demo/')" --out target/demo/dataset.parquet; then \
@@ -88,6 +93,8 @@ bench: plugins
 	$(CARGO) bench -p lrid-e2e --bench daemon
 	$(CARGO) bench -p lrid-e2e --bench experiments
 	$(CARGO) bench -p lrid-e2e --bench identify
+	$(CARGO) build --release -p lrid-sdk --example record_npy
+	$(PYTHON) tests/python/bench_python_client.py
 
 fmt:
 	$(CARGO) fmt --all

@@ -346,6 +346,42 @@ mod tests {
         assert_eq!(serde_json::from_str::<CompletePoint>(&json).unwrap(), with);
     }
 
+    /// The Python client (`sdk/python`) states the wire constants again, in Python: each must
+    /// equal its Rust twin here.
+    #[test]
+    fn the_python_client_speaks_the_same_wire_constants() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../python/src/lrid/_protocol.py"
+        );
+        let text = std::fs::read_to_string(path).expect("sdk/python/src/lrid/_protocol.py");
+        let python = |name: &str| -> String {
+            let line = text
+                .lines()
+                .find(|l| l.starts_with(&format!("{name} = ")))
+                .unwrap_or_else(|| panic!("{name} is not defined in {path}"));
+            line.split_once(" = ").unwrap().1.trim().to_string()
+        };
+        let quoted = |v: &str| format!("\"{v}\"");
+        assert_eq!(python("PROTOCOL_VERSION"), PROTOCOL_VERSION.to_string());
+        assert_eq!(python("ACTION_OPEN_RUN"), quoted(ACTION_OPEN_RUN));
+        assert_eq!(
+            python("ACTION_COMPLETE_POINT"),
+            quoted(ACTION_COMPLETE_POINT)
+        );
+        assert_eq!(python("ACTION_CLOSE_RUN"), quoted(ACTION_CLOSE_RUN));
+        assert_eq!(python("SNAPSHOT_TYPE_URL"), quoted(SNAPSHOT_TYPE_URL));
+        assert_eq!(python("VALUE_COLUMN"), quoted(VALUE_COLUMN));
+        assert_eq!(python("MAX_MESSAGE_BYTES"), "64 * 1024 * 1024");
+        assert_eq!(MAX_MESSAGE_BYTES, 64 * 1024 * 1024);
+        assert_eq!(python("CHUNK_VALUES"), "1 << 20");
+        assert_eq!(CHUNK_VALUES, 1 << 20);
+        assert_eq!(
+            python("MAX_DIAGNOSTIC_NAME"),
+            MAX_DIAGNOSTIC_NAME.to_string()
+        );
+    }
+
     #[test]
     fn run_ids_are_checked() {
         assert!(validate_run_id("sweep/knet4-sgdm-0:1").is_ok());
