@@ -350,3 +350,61 @@ def test_ddp_with_two_cpu_processes_records_one_run_without_hanging(daemon, tmp_
     assert sorted(out.stdout.split("\n")[:2]) == ["0 True 5", "1 False 0"]
     got = rows(daemon, "SELECT run_id, count(DISTINCT point) AS points FROM observables GROUP BY run_id")
     assert got == [{"run_id": "ddp", "points": 5}]
+
+
+def test_the_lightning_callback_records_a_lightning_training(daemon):
+    import lightning
+    from lrid.integrations.lightning import LridCallback
+
+    class Module(lightning.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+
+        def forward(self, x):
+            return self.net(x)
+
+        def training_step(self, batch, _):
+            x, y = batch
+            return torch.nn.functional.cross_entropy(self(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9)
+
+    g = torch.Generator().manual_seed(0)
+    data = torch.utils.data.TensorDataset(torch.randn(48, 4, generator=g), torch.randint(0, 2, (48,), generator=g))
+    callback = LridCallback(probe=torch.randn(6, 4, generator=g), points=5, server=url(daemon),
+                            run_id="lightning", labels={"learning_rule": "sgdm"})
+    trainer = lightning.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                                enable_progress_bar=False, enable_model_summary=False,
+                                callbacks=[callback])
+    trainer.fit(Module(), torch.utils.data.DataLoader(data, batch_size=8))
+    got = rows(daemon, "SELECT point, step, count(*) AS layers FROM observables WHERE run_id = 'lightning' "
+                       "AND model = 'ideal' GROUP BY point, step ORDER BY point")
+    assert got == [{"point": p, "step": s, "layers": 2} for p, s in enumerate(lrid.point_steps(12, 5))]
+    assert rows(daemon, "SELECT status FROM runs WHERE run_id = 'lightning'") == [{"status": "closed"}]
+
+
+def test_the_huggingface_callback_records_a_trainer_training(daemon, tmp_path):
+    import transformers
+    from lrid.integrations.huggingface import LridCallback
+
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                     intermediate_size=32, max_position_embeddings=16, num_labels=3)
+    model = transformers.BertForSequenceClassification(config)
+    g = torch.Generator().manual_seed(0)
+    data = [{"input_ids": torch.randint(0, 40, (8,), generator=g), "labels": int(i % 3)} for i in range(24)]
+    probe = {"input_ids": torch.randint(0, 40, (5, 8), generator=g)}
+    callback = LridCallback(probe=probe, points=3, server=url(daemon), run_id="hf",
+                            labels={"learning_rule": "adam"})
+    args = transformers.TrainingArguments(output_dir=str(tmp_path / "out"), max_steps=6, per_device_train_batch_size=4,
+                                          report_to=[], use_cpu=True, save_strategy="no", logging_strategy="no",
+                                          disable_tqdm=True)
+    transformers.Trainer(model=model, args=args, train_dataset=data, callbacks=[callback]).train()
+    linear = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    got = rows(daemon, "SELECT point, step, count(*) AS layers FROM observables WHERE run_id = 'hf' "
+                       "AND model = 'ideal' GROUP BY point, step ORDER BY point")
+    assert got == [{"point": p, "step": s, "layers": len(linear)} for p, s in enumerate(lrid.point_steps(6, 3))]
+    names = rows(daemon, "SELECT layer_name FROM layers WHERE run_id = 'hf' ORDER BY layer_index")
+    assert [r["layer_name"] for r in names] == linear
