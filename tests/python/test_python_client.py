@@ -408,3 +408,61 @@ def test_the_huggingface_callback_records_a_trainer_training(daemon, tmp_path):
     assert got == [{"point": p, "step": s, "layers": len(linear)} for p, s in enumerate(lrid.point_steps(6, 3))]
     names = rows(daemon, "SELECT layer_name FROM layers WHERE run_id = 'hf' ORDER BY layer_index")
     assert [r["layer_name"] for r in names] == linear
+
+
+@pytest.fixture()
+def forest_daemon(lrid_bin, tmp_path):
+    """A real `lrid serve` whose plugins folder holds the random-forest classifier."""
+    plugins = tmp_path / "data" / "plugins"
+    plugins.mkdir(parents=True)
+    so = ROOT / "target" / "release" / "liblrid_classifier_random_forest.so"
+    assert so.exists(), f"{so} is missing: build the workspace first"
+    (plugins / "random-forest.so").write_bytes(so.read_bytes())
+    proc = subprocess.Popen([lrid_bin, "serve", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "data")],
+                            stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    assert line.startswith("lrid serve listening on "), line
+    yield line.split()[4]
+    proc.terminate()
+    assert proc.wait(timeout=30) == 0
+
+
+RULES = ("adam", "feedback-alignment", "information-alignment", "sgdm")
+
+
+def record_synthetic_run(server, run_id, rule_index, seed, rule=None):
+    """A 2-layer run whose weights drift by an amount set by its rule (its label `rule`)."""
+    rng = np.random.default_rng(seed)
+    layers = [lrid.LayerInfo(0, "a", "early", (6, 5), (5,)), lrid.LayerInfo(1, "b", "deep", (5, 3), (3,))]
+    base = [rng.normal(0, 0.2, l.weight_shape) for l in layers]
+    with lrid.Recorder(server, run_id, labels={"learning_rule": rule, "architecture": "toy"}) as rec:
+        for point in range(21):
+            for layer, w0 in zip(layers, base):
+                drift = 0.1 * (rule_index + 1) * point / 20
+                w = (w0 * (1 + drift) + 0.01 * rng.normal(size=w0.shape)).astype(np.float32)
+                rec.record_weights(point, layer, w)
+                rec.record_activations(point, layer, rng.normal(drift, 1, (4, *layer.activation_shape)).astype(np.float32))
+                rec.record_activity_change(point, layer, rng.normal(-drift, 0.1, 4).astype(np.float32))
+            rec.complete_point(point, step=point)
+
+
+def test_identify_returns_the_live_identification_of_a_run(forest_daemon, lrid_bin):
+    server = url(forest_daemon)
+    for r, rule in enumerate(RULES):
+        for i in range(6):
+            record_synthetic_run(server, f"corpus/{rule}/{i}", r, 100 * r + i, rule)
+    subprocess.run([lrid_bin, "identify", "fit", "--name", "toy", "--server", server,
+                    "--where", "starts_with(run_id, 'corpus/')"], check=True, capture_output=True)
+    record_synthetic_run(server, "live/1", 0, 999)  # adam's drift; no label
+    with lrid.connect(server) as db:
+        found = None
+        for _ in range(100):
+            found = db.identify("live/1", identifier="toy")
+            if found and found["points_seen"] == 21:
+                break
+            time.sleep(0.05)
+    assert found is not None and found["points_seen"] == 21 and found["status"] == "ok"
+    assert found["identifier"] == "toy" and found["point"] == 20
+    assert sorted(found["probabilities"]) == sorted(RULES)
+    assert found["predicted"] == "adam"
+    assert found["probability"] == max(found["probabilities"].values())
