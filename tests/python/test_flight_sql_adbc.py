@@ -52,3 +52,35 @@ def test_a_bad_query_is_an_error_naming_the_problem(daemon):
         # The daemon still answers.
         cur.execute("SELECT 2 AS two")
         assert cur.fetchall() == [(2,)]
+
+
+def test_jdbc_style_and_numbered_placeholders_bind_by_position(daemon):
+    import lrid
+    import numpy as np
+
+    layer = lrid.LayerInfo(0, "w", "early", (2, 2), (1,))
+    with lrid.Recorder(f"http://{daemon}", "p/1", labels={"learning_rule": "sgdm", "batch_size": 32}) as rec:
+        for point in range(4):
+            rec.record_weights(point, layer, np.full((2, 2), point, np.float32))
+            rec.complete_point(point, step=10 * point)
+    with connect(daemon) as conn:
+        cur = conn.cursor()
+        # `?` placeholders (JDBC style), several types, re-executed with new values.
+        query = ("SELECT point, weightraw_mean FROM observables o JOIN runs r ON o.run_id = r.run_id "
+                 "WHERE o.run_id = ? AND point >= ? AND r.batch_size = ? AND weightraw_mean < ? "
+                 "AND layer_name <> '?' ORDER BY point")
+        cur.execute(query, parameters=("p/1", 1, 32, 2.5))
+        assert cur.fetchall() == [(1, 1.0), (2, 2.0)]
+        cur.execute(query, parameters=("p/1", 0, 32, 10.0))
+        assert [p for p, _ in cur.fetchall()] == [0, 1, 2, 3]
+        cur.execute(query, parameters=("nope", 0, 32, 10.0))
+        assert cur.fetchall() == []
+        # Numbered placeholders, one used twice, out of order.
+        cur.execute("SELECT count(*) AS n FROM observables WHERE point BETWEEN $2 AND $1 AND run_id = $3 "
+                    "AND run_id = $3", parameters=(2, 1, "p/1"))
+        assert cur.fetchall() == [(2,)]
+        # The parameter schema comes with the prepared statement (what JDBC drivers read).
+        params = cur.adbc_prepare("SELECT point FROM observables WHERE run_id = ? AND point = ?")
+        assert params.names == ["$1", "$2"]
+        with pytest.raises(adbc_driver_manager.Error, match="mixes"):
+            cur.execute("SELECT ? + $1", parameters=(1,))

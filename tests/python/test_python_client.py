@@ -466,3 +466,22 @@ def test_identify_returns_the_live_identification_of_a_run(forest_daemon, lrid_b
     assert sorted(found["probabilities"]) == sorted(RULES)
     assert found["predicted"] == "adam"
     assert found["probability"] == max(found["probabilities"].values())
+
+
+def test_modes_and_hooks_are_restored_when_the_probe_forward_raises(daemon):
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3), torch.nn.Linear(3, 2))
+    model.train()
+    model[1].eval()  # a mixed state, restored as it was
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    bad_probe = torch.randn(5, 7)  # the wrong width: the forward raises at every point
+    h = lrid.watch(model, bad_probe, total_steps=2, points=3, server=url(daemon), run_id="raises")
+    for _ in range(2):
+        opt.zero_grad()
+        model[0].train()
+        model(torch.randn(6, 4)).sum().backward()
+        opt.step()
+    assert h.steps == 2 and len(h.errors) == 3 and all(isinstance(e, RuntimeError) for e in h.errors)
+    assert [m.training for m in model] == [True, False, True]
+    assert all(not m._forward_hooks for m in model.modules())
+    with pytest.raises(lrid.LridError, match="mat1 and mat2 shapes cannot be multiplied"):
+        h.close()

@@ -6,6 +6,7 @@
 //! `lrid sql`. Out: calls into the [`lrid_store::Store`], and query results as Arrow streams.
 //! Errors become Flight statuses in one place ([`status`]).
 
+mod placeholders;
 mod put;
 mod service;
 mod snapshot;

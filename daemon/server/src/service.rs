@@ -101,10 +101,12 @@ impl LridFlightService {
     }
 
     async fn plan(&self, query: &str, params: Option<&RecordBatch>) -> Result<DataFrame, Status> {
+        let query =
+            crate::placeholders::number_placeholders(query).map_err(Status::invalid_argument)?;
         let mut df = self
             .store
             .session()
-            .sql(query)
+            .sql(&query)
             .await
             .map_err(datafusion_status)?;
         if let Some(batch) = params {
@@ -336,7 +338,7 @@ impl FlightSqlService for LridFlightService {
             .get_parameter_fields()
             .map_err(datafusion_status)?;
         let mut ids: Vec<_> = params.into_iter().collect();
-        ids.sort_by(|a, b| a.0.cmp(&b.0));
+        ids.sort_by(|a, b| crate::placeholders::binding_order(&a.0, &b.0));
         let param_fields: Vec<Field> = ids
             .into_iter()
             .map(|(name, field)| match field {
