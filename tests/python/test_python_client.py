@@ -317,6 +317,8 @@ def test_sql_trajectories_and_identify(daemon):
         assert t.column_names == ["run_id", "layer_index", "layer_name", "position", "model", "point",
                                   "step", "statistic", "value"]
         assert t.num_rows == 6
+        frame = t.to_pandas()
+        assert frame.shape == (6, 9) and set(frame["statistic"]) == {"weightraw_norm", "actraw_mean"}
         assert db.runs().to_pylist()[0]["learning_rule"] == "sgdm"
         assert db.identify("q/1") is None, "no identifier is loaded in this daemon"
         with pytest.raises(lrid.LridError, match="nope"):
