@@ -673,6 +673,89 @@ fn a_token_is_required_when_set_and_shutdown_is_clean() {
     assert_eq!(parts.len(), 1);
 }
 
+#[test]
+fn a_non_loopback_listen_needs_a_token_from_a_file_or_the_environment_or_insecure() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let serve = |extra: &[&str]| {
+        let mut args = vec!["serve", "--listen", "0.0.0.0:0", "--data-dir", data];
+        args.extend_from_slice(extra);
+        let mut cmd = lrid_e2e::lrid_command(&args);
+        cmd.env_remove("LRID_TOKEN");
+        cmd
+    };
+    // No token: refused at start, saying why and what to do.
+    let out = serve(&[]).output().unwrap();
+    assert!(!out.status.success());
+    let said = lrid_e2e::text(&out);
+    assert!(
+        said.contains("refusing to listen on 0.0.0.0:0 without a token")
+            && said.contains("LRID_TOKEN")
+            && said.contains("--insecure"),
+        "{said}"
+    );
+    // An empty token file is refused too.
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "\n").unwrap();
+    let out = serve(&["--token-file", empty.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(lrid_e2e::text(&out).contains("is empty"));
+    // A token file: it serves, and calls need the token.
+    let file = dir.path().join("token");
+    std::fs::write(&file, "s3cret\n").unwrap();
+    let mut daemon = Daemon::start_at(
+        std::path::Path::new(data),
+        "0.0.0.0:0",
+        &["--token-file", file.to_str().unwrap()],
+    );
+    let port = daemon.url().rsplit(':').next().unwrap().to_string();
+    let url = format!("http://127.0.0.1:{port}");
+    let without = lrid_e2e::lrid_command(&["sql", "--server", &url, "SELECT 1"])
+        .env_remove("LRID_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!without.status.success());
+    let said = lrid_e2e::text(&without);
+    assert!(
+        said.contains("needs 'authorization: Bearer <token>' (Unauthenticated)"),
+        "{said}"
+    );
+    let with = lrid_e2e::lrid_command(&["sql", "--server", &url, "SELECT 1 AS one"])
+        .env("LRID_TOKEN", "s3cret")
+        .output()
+        .unwrap();
+    assert!(with.status.success(), "{}", lrid_e2e::text(&with));
+    assert!(daemon.stop().success());
+    // The token from the environment.
+    let mut daemon = {
+        // LRID_TOKEN set for the child only.
+        let mut child = serve(&[])
+            .env("LRID_TOKEN", "env-token")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert!(
+            line.starts_with("lrid serve listening on 0.0.0.0:"),
+            "{line}"
+        );
+        child
+    };
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+    // --insecure: it serves without a token.
+    let mut daemon = Daemon::start_at(std::path::Path::new(data), "0.0.0.0:0", &["--insecure"]);
+    assert!(daemon.stop().success());
+}
+
 /// The code and text of a recorder's error, for the refusals the daemon sends back.
 fn rejected(e: lrid_sdk::Error) -> (Code, String, String) {
     match e {

@@ -24,9 +24,57 @@ pub struct ServeArgs {
     /// Folder of plugin libraries, loaded and watched.
     #[arg(long, value_name = "DIR")]
     plugins_dir: Option<PathBuf>,
-    /// Bearer token every call must carry.
+    /// Bearer token every call must carry. Prefer the environment (LRID_TOKEN) or
+    /// --token-file: a command line is visible to every user of the machine.
     #[arg(long, env = "LRID_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// A file holding the bearer token (its content, surrounding whitespace trimmed).
+    #[arg(long, value_name = "FILE", conflicts_with = "token")]
+    token_file: Option<PathBuf>,
+    /// Listen on a non-loopback address without a token (anyone who reaches the port may
+    /// record runs and read every table).
+    #[arg(long)]
+    insecure: bool,
+}
+
+/// The token `config` names: `token`, else the content of `token_file`.
+fn resolve_token(config: &mut lrid_server::ServerConfig) -> Result<()> {
+    if config.token.is_none()
+        && let Some(path) = &config.token_file
+    {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the token file {}", path.display()))?;
+        let token = text.trim();
+        anyhow::ensure!(
+            !token.is_empty(),
+            "the token file {} is empty",
+            path.display()
+        );
+        config.token = Some(token.to_string());
+    }
+    Ok(())
+}
+
+/// Refuses to serve on an address other machines can reach without a token, unless the
+/// operator said `--insecure`.
+fn check_exposure(config: &lrid_server::ServerConfig, insecure: bool) -> Result<()> {
+    use std::net::ToSocketAddrs;
+    let addrs: Vec<_> = config
+        .listen
+        .to_socket_addrs()
+        .with_context(|| format!("'{}' is not an address to listen on", config.listen))?
+        .collect();
+    let exposed = addrs.iter().any(|a| !a.ip().is_loopback());
+    if exposed && config.token.is_none() && !insecure {
+        anyhow::bail!(
+            "refusing to listen on {} without a token: anyone who can reach it could record runs and read every table. Set LRID_TOKEN or [server] token_file (or --token-file), or pass --insecure to accept that",
+            config.listen
+        );
+    }
+    if exposed && config.token.is_none() {
+        tracing::warn!(listen = %config.listen, "listening beyond loopback without a token (--insecure)");
+    }
+    Ok(())
 }
 
 /// Snapshots arrive as megabyte messages, each received into a fresh buffer. By default glibc
@@ -58,6 +106,12 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     if args.token.is_some() {
         config.server.token = args.token.clone();
     }
+    if let Some(f) = &args.token_file {
+        config.server.token = None;
+        config.server.token_file = Some(f.clone());
+    }
+    resolve_token(&mut config.server)?;
+    check_exposure(&config.server, args.insecure)?;
     if let Some(d) = &args.plugins_dir {
         config.plugins.dir = Some(d.clone());
     }

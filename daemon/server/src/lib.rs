@@ -31,6 +31,9 @@ pub struct ServerConfig {
     pub listen: String,
     /// When set, every call must carry `authorization: Bearer <token>`.
     pub token: Option<String>,
+    /// A file whose content (surrounding whitespace trimmed) is the token; read at start.
+    /// Keeps the token out of the configuration file and of command lines.
+    pub token_file: Option<std::path::PathBuf>,
     /// Largest gRPC message accepted or sent.
     pub max_message_bytes: usize,
     /// How often rows waiting in memory are checked for a checkpoint to Parquet.
@@ -42,6 +45,7 @@ impl Default for ServerConfig {
         Self {
             listen: "127.0.0.1:50051".into(),
             token: None,
+            token_file: None,
             max_message_bytes: lrid_protocol::MAX_MESSAGE_BYTES,
             checkpoint_interval_ms: 5_000,
         }
