@@ -28,20 +28,24 @@ def url(daemon):
 
 
 class Net(torch.nn.Module):
-    """A small CNN + MLP, with BatchNorm and Dropout so that mode, statistics and RNG matter."""
+    """A small CNN + MLP, with BatchNorm and Dropout so that mode, statistics and RNG matter, a
+    draw from the RNG in every forward (eval mode too: only restoring the RNG state keeps the
+    training's dropout masks) and an in-place ReLU after a recorded layer."""
 
     def __init__(self):
         super().__init__()
         self.conv1 = torch.nn.Conv2d(1, 4, 3, padding=1)
         self.bn = torch.nn.BatchNorm2d(4)
         self.conv2 = torch.nn.Conv2d(4, 6, 3)
+        self.act = torch.nn.ReLU(inplace=True)
         self.drop = torch.nn.Dropout(0.3)
         self.fc1 = torch.nn.Linear(6 * 6 * 6, 16)
         self.fc2 = torch.nn.Linear(16, 3)
 
     def forward(self, x):
+        x = x + 0.0 * torch.randn_like(x)
         x = torch.relu(self.bn(self.conv1(x)))
-        x = torch.relu(self.conv2(x))
+        x = self.act(self.conv2(x))
         x = self.drop(x.flatten(1))
         return self.fc2(torch.relu(self.fc1(x)))
 
@@ -77,7 +81,7 @@ def train(watched=None, capture=None, optimizer="sgd", **watch_args):
             capture(s + 1, model, probe)
     if handle:
         handle.close()
-    return losses, [p.detach().clone() for p in model.parameters()], handle
+    return losses, {k: v.clone() for k, v in model.state_dict().items()}, handle
 
 
 def rows(daemon, query):
@@ -90,7 +94,9 @@ def test_losses_and_parameters_are_bit_identical_with_and_without_watch(daemon):
     losses, params, handle = train(url(daemon), run_id="bitwise")
     assert handle.points_recorded == POINTS and not handle.errors
     assert losses == plain_losses
-    assert all(torch.equal(a, b) for a, b in zip(params, plain_params))
+    # Parameters and buffers (BatchNorm's running statistics and its step count).
+    assert params.keys() == plain_params.keys()
+    assert all(torch.equal(params[k], plain_params[k]) for k in params)
     assert rows(daemon, "SELECT count(*) AS n FROM observables WHERE run_id = 'bitwise' AND model = 'ideal'")[0]["n"] == 4 * POINTS
 
 
@@ -107,11 +113,11 @@ def test_every_layer_and_point_is_stored_with_the_statistics_lrid_stats_computes
     def capture(step, model, probe):
         if step in steps and step not in taken:
             outs = {}
-            hooks = [m.register_forward_hook(lambda m, a, o, n=n: outs.__setitem__(n, o.detach()))
+            hooks = [m.register_forward_hook(lambda m, a, o, n=n: outs.__setitem__(n, o.detach().clone()))
                      for n, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
             training = model.training
             model.eval()
-            with torch.no_grad():
+            with torch.no_grad(), torch.random.fork_rng():  # Net's forward draws from the RNG
                 model(probe)
             model.train(training)
             for h in hooks:
@@ -487,3 +493,10 @@ def test_modes_and_hooks_are_restored_when_the_probe_forward_raises(daemon):
     assert all(not m._forward_hooks for m in model.modules())
     with pytest.raises(lrid.LridError, match="mat1 and mat2 shapes cannot be multiplied"):
         h.close()
+    # on_error="raise": watch() itself raises, and leaves no optimizer hook behind.
+    with pytest.raises(RuntimeError, match="mat1 and mat2"):
+        lrid.watch(model, bad_probe, total_steps=2, points=3, server=url(daemon), run_id="raises2",
+                   on_error="raise")
+    opt.zero_grad()
+    model(torch.randn(6, 4)).sum().backward()
+    opt.step()

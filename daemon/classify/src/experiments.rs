@@ -697,6 +697,8 @@ fn held_out_factor(
                 confusion: confusion(&ev.predicted, &ev.truth, d.rules.len()),
             })
         })
+        .collect::<Vec<Result<_>>>()
+        .into_iter()
         .collect::<Result<Vec<_>>>()?;
     Ok(Some(out))
 }
@@ -772,6 +774,8 @@ fn early_experiment(
                 }
                 Ok(right)
             })
+            .collect::<Vec<Result<(usize, usize)>>>()
+            .into_iter()
             .collect::<Result<Vec<(usize, usize)>>>()?;
         for (&(k, _), (ok, n)) in jobs.iter().zip(outcomes) {
             right[k - 1] += ok;
@@ -858,6 +862,8 @@ fn trajectory_experiments(
                 progress.done(&format!("trajectory period {period} count {count}"));
                 Ok(a)
             })
+            .collect::<Vec<Result<f64>>>()
+            .into_iter()
             .collect::<Result<Vec<f64>>>()?;
         subsampling.push(SubsampleResult {
             measure: "all".into(),
@@ -886,7 +892,9 @@ fn trajectory_experiments(
             }
             Ok(m)
         })
-        .collect::<Result<Vec<[[f64; 3]; 3]>>>()?;
+        .collect::<Vec<Result<[[f64; 3]; 3]>>>()
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
     let mut thirds = vec![vec![Vec::new(); 3]; 3];
     for m in per_split {
         for (i, row) in m.iter().enumerate() {
@@ -904,6 +912,8 @@ fn trajectory_experiments(
                 progress.done("trajectory time-averaged");
                 Ok(a)
             })
+            .collect::<Vec<Result<f64>>>()
+            .into_iter()
             .collect::<Result<Vec<f64>>>()?;
         time_averaged.push(MeasureAccuracy {
             measure: measure.as_str().to_string(),
@@ -986,6 +996,8 @@ fn noise_experiment(
                 progress.done(&format!("noise {model} {}", measure.as_str()));
                 Ok(accuracy(&ev.predicted, &ev.truth))
             })
+            .collect::<Vec<Result<f64>>>()
+            .into_iter()
             .collect::<Result<Vec<f64>>>()?;
         per_measure.push(MeasureAccuracy {
             measure: measure.as_str().to_string(),

@@ -59,15 +59,16 @@ def _default_layers(torch, module) -> list[tuple[str, object]]:
 
 
 def _is_conv(torch, m) -> bool:
-    return isinstance(m, torch.nn.modules.conv._ConvNd)
+    """A convolution whose kernel is `[out, in, k…]` (transposed ones store `[in, out, k…]`)."""
+    return isinstance(m, torch.nn.modules.conv._ConvNd) and not m.transposed
 
 
 def _weight_layout(torch, m, w):
-    """The kernel in the statistics' layout: conv `[O, I, k…]` → `[k…, I, O]`, dense `[out, in]`
-    → `[in, out]`, anything else as it is."""
+    """The kernel in the statistics' layout: conv `[O, I, k…]` → `[k…, I, O]`, `nn.Linear`
+    `[out, in]` → `[in, out]`; any other module's weight as it is stored."""
     if _is_conv(torch, m) and w.dim() >= 3:
         return w.permute(*range(2, w.dim()), 1, 0)
-    if w.dim() == 2:
+    if isinstance(m, torch.nn.Linear):
         return w.t()
     return w
 
@@ -101,14 +102,18 @@ class _HostCopier:
         stream = self.streams.get(device)
         if stream is None:
             stream = self.streams[device] = torch.cuda.Stream(device)
+        # A private device copy, made on the training's stream (so the next optimizer step
+        # cannot change it under the side stream), then copied to the host on the side stream.
+        src = t.contiguous()
+        if not nobody_else_writes and src.data_ptr() == t.data_ptr():
+            src = src.clone()
         stream.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(stream):
-            src = t.contiguous()
             host = torch.empty(src.shape, dtype=src.dtype, pin_memory=True)
             host.copy_(src, non_blocking=True)
             done = torch.cuda.Event()
             done.record(stream)
-        # The source may be freed by the caller's stream: keep it alive until the copy ran.
+        # The device copy belongs to the training's stream's allocator: keep it until the copy ran.
         src.record_stream(stream)
 
         def resolve():
@@ -158,7 +163,11 @@ class Watch:
             from torch.optim.optimizer import register_optimizer_step_post_hook
 
             self._hook = register_optimizer_step_post_hook(hook)
-        self._record_points_due()
+        try:
+            self._record_points_due()
+        except BaseException:
+            self._hook.remove()
+            raise
 
     # -- public ----------------------------------------------------------------------------
 
@@ -301,7 +310,8 @@ class Watch:
                     raise TypeError(
                         f"lrid.watch: layer {self._layers[i][0]!r} must take a tensor and return one"
                     )
-                captured[i] = (x.detach(), output.detach())
+                # Copies: a later in-place op (ReLU(inplace=True)) would overwrite them.
+                captured[i] = (x.detach().clone(), output.detach().clone())
 
             return hook
 

@@ -400,7 +400,12 @@ class Recorder:
                     in_flight = wait(in_flight, return_when=FIRST_COMPLETED).not_done
                 with self._lock:
                     self._jobs.popleft()
-                in_flight.add(pool.submit(self._send_snapshot, job))
+                try:
+                    in_flight.add(pool.submit(self._send_snapshot, job))
+                except RuntimeError:
+                    # The interpreter is exiting (its thread pools no longer take work): send
+                    # here, one at a time.
+                    self._send_snapshot(job)
                 continue
             wait(in_flight)
             in_flight = set()

@@ -42,7 +42,11 @@ class LridCallback(Callback):
     def on_train_start(self, trainer, pl_module):
         if trainer.global_rank != 0:
             return
-        self.settings.start(pl_module, pl_module.device, trainer.estimated_stepping_batches)
+        steps = trainer.estimated_stepping_batches
+        if steps == float("inf"):
+            log.error("lrid: the training has no known number of steps (set max_steps); it is not recorded")
+            return
+        self.settings.start(pl_module, pl_module.device, steps)
 
     def on_train_end(self, trainer, pl_module):
         self.settings.stop()
