@@ -500,3 +500,21 @@ def test_modes_and_hooks_are_restored_when_the_probe_forward_raises(daemon):
     opt.zero_grad()
     model(torch.randn(6, 4)).sum().backward()
     opt.step()
+
+
+def test_a_point_with_a_refused_snapshot_is_not_completed(daemon):
+    layer = lrid.LayerInfo(0, "w", "early", (2, 3), (3,))
+    renamed = lrid.LayerInfo(0, "renamed", "early", (2, 3), (3,))
+    rec = lrid.Recorder(url(daemon), "partial")
+    rec.record_weights(0, layer, np.ones((2, 3), np.float32))
+    rec.complete_point(0)
+    rec.record_weights(1, renamed, np.ones((2, 3), np.float32))  # the daemon refuses it
+    rec.record_weights(1, lrid.LayerInfo(1, "v", "deep", (2, 2), (2,)), np.ones((2, 2), np.float32))
+    rec.complete_point(1)
+    with pytest.raises(lrid.Refused, match="weight snapshot of layer 0 \\(renamed\\) at point 1"):
+        rec.flush()
+    with pytest.raises(lrid.Refused, match="a snapshot of point 1 was not stored .* not completed"):
+        rec.flush()
+    rec.close()
+    got = rows(daemon, "SELECT DISTINCT point FROM observables WHERE run_id = 'partial' ORDER BY point")
+    assert [r["point"] for r in got] == [0]

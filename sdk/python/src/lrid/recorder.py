@@ -206,6 +206,10 @@ class Recorder:
         self._errors: list[LridError] = []
         # Set when the run could not be opened: every later message would be refused too.
         self._fatal: LridError | None = None
+        # Points with a snapshot that was refused or given up: their completion is not sent.
+        self._failed_points: set[int] = set()
+        # A message was given up and none has got through since.
+        self._gave_up = False
         self._status = "connected"
         self._closed = False
         self._local = threading.local()
@@ -213,7 +217,7 @@ class Recorder:
         labels = P.validate_labels(labels)
         self._enqueue(
             _Job("action", f"opening run '{run_id}'",
-                 (P.ACTION_OPEN_RUN, P.body({"protocol": P.PROTOCOL_VERSION, "run_id": run_id, "labels": labels})), 0)
+                 (P.ACTION_OPEN_RUN, P.body({"protocol": P.PROTOCOL_VERSION, "run_id": run_id, "labels": labels}), None), 0)
         )
         self._thread = threading.Thread(target=self._run, name="lrid-recorder", daemon=True)
         self._thread.start()
@@ -271,7 +275,7 @@ class Recorder:
         if diags:
             msg["diagnostics"] = diags
         self._enqueue(_Job("action", f"completing point {point} of run '{self.run_id}'",
-                           (P.ACTION_COMPLETE_POINT, P.body(msg)), 0))
+                           (P.ACTION_COMPLETE_POINT, P.body(msg), int(point)), 0))
 
     def flush(self, timeout: float | None = None) -> None:
         """Blocks until everything queued so far is acknowledged (or given up); raises the first
@@ -291,7 +295,7 @@ class Recorder:
             if self._closed:
                 return
         self._enqueue(_Job("action", f"closing run '{self.run_id}'",
-                           (P.ACTION_CLOSE_RUN, P.body({"protocol": P.PROTOCOL_VERSION, "run_id": self.run_id})), 0))
+                           (P.ACTION_CLOSE_RUN, P.body({"protocol": P.PROTOCOL_VERSION, "run_id": self.run_id}), None), 0))
         try:
             self.flush(timeout)
         finally:
@@ -417,8 +421,12 @@ class Recorder:
                 job.payload.set()
             elif self._fatal is not None:
                 pass  # the run was never opened: reported once, not once per message
+            elif job.kind == "action" and job.payload[2] in self._failed_points:
+                # A point one of whose snapshots was not stored stays incomplete (the daemon
+                # would otherwise publish the point without that layer's rows).
+                self._report(Refused(job.what, f"a snapshot of point {job.payload[2]} was not stored (reported before), so the point is not completed"))
             elif job.kind == "action":
-                kind, body = job.payload
+                kind, body, _ = job.payload
                 ok = self._deliver(job.what, lambda: self._action(kind, body))
                 if not ok and kind == P.ACTION_OPEN_RUN:
                     with self._lock:
@@ -449,8 +457,10 @@ class Recorder:
                 _check_finite(values, job.what)
             except Exception as e:  # noqa: BLE001 - reported, not raised in the sender
                 self._report(e if isinstance(e, LridError) else Refused(job.what, str(e)))
+                self._failed_points.add(header["point"])
                 return
-        self._deliver(job.what, lambda: self._put(header, values))
+        if not self._deliver(job.what, lambda: self._put(header, values)):
+            self._failed_points.add(header["point"])
 
     def _report(self, e: LridError):
         log.error("%s", e)
@@ -461,19 +471,25 @@ class Recorder:
         start = time.monotonic()
         backoff = self.initial_backoff
         attempts = 0
+        # After a message was given up, the next ones get one attempt each until one gets
+        # through: a daemon that stayed away for give_up_after does not cost it again per message.
+        give_up_after = 0.0 if self._gave_up else self.give_up_after
         while True:
             attempts += 1
             try:
                 call()
                 with self._lock:
                     self._status = "connected"
+                    self._gave_up = False
                 return True
             except _TRANSIENT as e:
                 self._drop_client()
                 message = _message(e)
                 with self._lock:
                     self._status = f"retrying ({attempts} attempts): {message}"
-                if time.monotonic() - start >= self.give_up_after:
+                if time.monotonic() - start >= give_up_after:
+                    with self._lock:
+                        self._gave_up = True
                     self._report(Unreachable(
                         f"lrid at {self.server} is unreachable after {attempts} attempts: {message}; "
                         f"{what} was given up"))
