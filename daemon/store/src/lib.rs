@@ -73,6 +73,9 @@ pub enum Error {
     },
     #[error("the store's files are damaged: {0}")]
     Corrupt(String),
+    /// A file written by a newer lrid, in a format this one does not read (nothing is changed).
+    #[error("{0}")]
+    NewerFormat(String),
     #[error("parquet: {0}")]
     Parquet(#[from] parquet::errors::ParquetError),
     #[error("arrow: {0}")]

@@ -188,8 +188,18 @@ struct RunState {
     completed: BTreeSet<u32>,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+/// The format of `manifest.json` this lrid writes; it reads every format up to it (a manifest
+/// without `format` was written before it had a number: format 1).
+pub const MANIFEST_FORMAT: u32 = 1;
+
+fn manifest_format_1() -> u32 {
+    1
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Manifest {
+    #[serde(default = "manifest_format_1")]
+    format: u32,
     observables: Vec<String>,
     /// `diagnostics/*.parquet`; absent in manifests written before diagnostics existed.
     #[serde(default)]
@@ -201,6 +211,21 @@ struct Manifest {
     layers: Option<String>,
     wal_from: u64,
     next_seq: u64,
+}
+
+impl Default for Manifest {
+    fn default() -> Self {
+        Self {
+            format: MANIFEST_FORMAT,
+            observables: Vec::new(),
+            diagnostics: Vec::new(),
+            identifications: Vec::new(),
+            runs: None,
+            layers: None,
+            wal_from: 0,
+            next_seq: 0,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -314,8 +339,19 @@ impl Store {
         let manifest: Manifest = if manifest_path.exists() {
             let text = std::fs::read_to_string(&manifest_path)
                 .map_err(|e| Error::io(&manifest_path, e))?;
-            serde_json::from_str(&text)
-                .map_err(|e| Error::Corrupt(format!("{}: {e}", manifest_path.display())))?
+            let corrupt =
+                |e: serde_json::Error| Error::Corrupt(format!("{}: {e}", manifest_path.display()));
+            // The format first: a newer manifest may not parse as this version's.
+            let value: serde_json::Value = serde_json::from_str(&text).map_err(corrupt)?;
+            let format = value.get("format").and_then(|f| f.as_u64()).unwrap_or(1);
+            if format > u64::from(MANIFEST_FORMAT) {
+                return Err(Error::NewerFormat(format!(
+                    "{} is manifest format {format}; this lrid ({}) reads formats 1 to {MANIFEST_FORMAT}: run a newer lrid on this data folder (nothing was changed)",
+                    manifest_path.display(),
+                    env!("CARGO_PKG_VERSION")
+                )));
+            }
+            serde_json::from_value(value).map_err(corrupt)?
         } else {
             Manifest {
                 wal_from: 1,
@@ -1222,6 +1258,7 @@ impl Store {
         manifest.layers = Some(layers_name);
         manifest.wal_from = segment;
         manifest.next_seq = seq + 1;
+        manifest.format = MANIFEST_FORMAT;
         let path = self.dir.join("manifest.json");
         let tmp = self.dir.join("manifest.json.tmp");
         std::fs::write(

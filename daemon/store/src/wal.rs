@@ -3,6 +3,10 @@
 //! A record is `[len: u32 LE][crc32: u32 LE][len bytes of JSON]`. An append returns once the
 //! record is on disk (`fdatasync`). Replay reads every segment in order; a torn record at the end
 //! of the last segment (a crash mid-append) is cut off, any other damage is an error.
+//!
+//! Versioned: a segment starts with the record `{"lrid_wal_format": N}` ([`WAL_FORMAT`]).
+//! Segments without it were written before the format had a number and are format 1. A
+//! segment of a format newer than this lrid's is refused, saying so, and left as it is.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Write};
@@ -11,6 +15,16 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
+
+/// The format of the records this lrid writes; it reads every format up to it.
+pub const WAL_FORMAT: u32 = 1;
+
+/// The first record of a segment.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SegmentHeader {
+    lrid_wal_format: u32,
+}
 
 /// A segment file's path: `wal/00000042.wal`.
 pub(crate) fn segment_path(dir: &Path, seq: u64) -> PathBuf {
@@ -54,16 +68,23 @@ impl WalWriter {
             .append(true)
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
-        if sync {
-            sync_dir(dir)?;
-        }
-        Ok(Self {
+        let empty = file.metadata().map_err(|e| Error::io(&path, e))?.len() == 0;
+        let mut writer = Self {
             file,
             path,
             seq,
             sync,
             buf: Vec::new(),
-        })
+        };
+        if empty {
+            writer.append(&[SegmentHeader {
+                lrid_wal_format: WAL_FORMAT,
+            }])?;
+        }
+        if sync {
+            sync_dir(dir)?;
+        }
+        Ok(writer)
     }
 
     /// Appends records and returns once they are durable.
@@ -126,6 +147,20 @@ pub(crate) fn read_segment<R: for<'de> Deserialize<'de>>(
                 "{}: checksum mismatch in the record at byte {offset}",
                 path.display()
             )));
+        }
+        if offset == 0
+            && let Ok(header) = serde_json::from_slice::<SegmentHeader>(&body)
+        {
+            if header.lrid_wal_format > WAL_FORMAT {
+                return Err(Error::NewerFormat(format!(
+                    "{} is write-ahead-log format {}; this lrid ({}) reads formats 1 to {WAL_FORMAT}: run a newer lrid on this data folder (nothing was changed)",
+                    path.display(),
+                    header.lrid_wal_format,
+                    env!("CARGO_PKG_VERSION")
+                )));
+            }
+            offset += 8 + len as u64;
+            continue;
         }
         let record = serde_json::from_slice(&body).map_err(|e| {
             Error::Corrupt(format!(
@@ -205,10 +240,51 @@ mod tests {
         assert!(e.to_string().contains("cut short"), "{e}");
         // A flipped bit inside a record is detected.
         let mut bad = full.clone();
-        bad[9] ^= 1;
+        bad[full.len() - 3] ^= 1;
         std::fs::write(&path, &bad).unwrap();
         let e = read_segment::<String>(dir.path(), 1, false).unwrap_err();
         assert!(e.to_string().contains("checksum mismatch"), "{e}");
         assert_eq!(segments(dir.path()).unwrap(), [1]);
+    }
+
+    /// Raw records, as a segment without a header (written before the format had a number).
+    fn raw(records: &[&str]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for r in records {
+            out.extend_from_slice(&(r.len() as u32).to_le_bytes());
+            out.extend_from_slice(&crc32fast::hash(r.as_bytes()).to_le_bytes());
+            out.extend_from_slice(r.as_bytes());
+        }
+        out
+    }
+
+    #[test]
+    fn segments_carry_their_format_and_older_ones_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = WalWriter::create(dir.path(), 1, false).unwrap();
+        w.append(&["a".to_string()]).unwrap();
+        drop(w);
+        let bytes = std::fs::read(segment_path(dir.path(), 1)).unwrap();
+        assert_eq!(&bytes[8..8 + 21], br#"{"lrid_wal_format":1}"#);
+        // Reopening a segment does not write a second header.
+        let mut w = WalWriter::create(dir.path(), 1, false).unwrap();
+        w.append(&["b".to_string()]).unwrap();
+        let got: Vec<String> = read_segment(dir.path(), 1, true).unwrap();
+        assert_eq!(got, ["a", "b"]);
+        // A segment from before the header: format 1, read as it is.
+        std::fs::write(segment_path(dir.path(), 2), raw(&["\"x\"", "\"y\""])).unwrap();
+        let got: Vec<String> = read_segment(dir.path(), 2, true).unwrap();
+        assert_eq!(got, ["x", "y"]);
+        // A newer format is refused, and the file is left as it was.
+        let newer = raw(&[r#"{"lrid_wal_format":2}"#, "\"z\""]);
+        std::fs::write(segment_path(dir.path(), 3), &newer).unwrap();
+        let e = read_segment::<String>(dir.path(), 3, true).unwrap_err();
+        assert!(matches!(e, Error::NewerFormat(_)), "{e}");
+        assert!(
+            e.to_string()
+                .contains("is write-ahead-log format 2; this lrid"),
+            "{e}"
+        );
+        assert_eq!(std::fs::read(segment_path(dir.path(), 3)).unwrap(), newer);
     }
 }

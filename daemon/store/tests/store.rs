@@ -770,3 +770,49 @@ async fn identifications_are_durable_queryable_with_a_column_per_rule_and_checke
     assert!(e.contains("not in [0, 1]"), "{e}");
     assert_eq!(identifications(&store).await, more);
 }
+
+#[tokio::test]
+async fn the_manifest_carries_its_format_and_a_newer_one_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreConfig::test_config(dir.path()))
+        .await
+        .unwrap();
+    store
+        .open_run(&OpenRun {
+            protocol: PROTOCOL_VERSION,
+            run_id: "r".into(),
+            labels: RunLabels::default(),
+        })
+        .unwrap();
+    store.checkpoint().unwrap();
+    drop(store);
+    let path = dir.path().join("manifest.json");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(manifest["format"], 1);
+    // A manifest from before the format had a number is format 1.
+    let mut older = manifest.clone();
+    older.as_object_mut().unwrap().remove("format");
+    std::fs::write(&path, older.to_string()).unwrap();
+    drop(
+        Store::open(StoreConfig::test_config(dir.path()))
+            .await
+            .unwrap(),
+    );
+    // A newer one (with a field this version does not know) is refused, and left as it is.
+    let mut newer = manifest.clone();
+    newer["format"] = 2.into();
+    newer["compacted"] = serde_json::json!([]);
+    let text = newer.to_string();
+    std::fs::write(&path, &text).unwrap();
+    let e = Store::open(StoreConfig::test_config(dir.path()))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::NewerFormat(_)), "{e}");
+    assert!(
+        e.to_string()
+            .contains("is manifest format 2; this lrid (0.1.0) reads formats 1 to 1"),
+        "{e}"
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+}
