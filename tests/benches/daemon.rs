@@ -8,7 +8,6 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use arrow_flight::sql::client::FlightSqlServiceClient;
 use futures::TryStreamExt;
 use lrid_e2e::Daemon;
 use lrid_protocol::{
@@ -201,12 +200,7 @@ fn query_latency() {
     let query = "SELECT point, weightraw_median FROM observables WHERE run_id = 'run-0421' AND layer_index = 7 ORDER BY point";
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut times = rt.block_on(async {
-        let channel = tonic::transport::Endpoint::from_shared(daemon.url())
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let mut client = FlightSqlServiceClient::new(channel);
+        let mut client = lrid_e2e::flight_sql_client(&daemon.url()).await;
         let mut times = Vec::new();
         for i in 0..32 {
             let start = Instant::now();

@@ -121,14 +121,7 @@ fn latency() {
     with_identifiers(&daemon);
     let url = daemon.url();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let mut client = rt.block_on(async {
-        let channel = tonic::transport::Endpoint::from_shared(url.clone())
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        arrow_flight::sql::client::FlightSqlServiceClient::new(channel)
-    });
+    let mut client = rt.block_on(lrid_e2e::flight_sql_client(&url));
     let mut samples = Vec::new();
     let mut query_ms = Vec::new();
     for (i, rule) in RULES.iter().enumerate() {

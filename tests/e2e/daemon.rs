@@ -127,12 +127,7 @@ fn close(a: f64, b: f64) -> bool {
 }
 
 async fn flight_sql(url: &str) -> FlightSqlServiceClient<Channel> {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    FlightSqlServiceClient::new(channel)
+    lrid_e2e::flight_sql_client(url).await
 }
 
 async fn collect(

@@ -357,3 +357,15 @@ pub fn text(out: &std::process::Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     )
 }
+
+/// A Flight SQL client of the daemon at `url` (`http://host:port`).
+pub async fn flight_sql_client(
+    url: &str,
+) -> arrow_flight::sql::client::FlightSqlServiceClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+        .expect("a valid address")
+        .connect()
+        .await
+        .expect("connect to lrid");
+    arrow_flight::sql::client::FlightSqlServiceClient::new(channel)
+}
