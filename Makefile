@@ -17,7 +17,7 @@ export PATH := $(VENV)/bin:$(PATH)
 export LIBTORCH_USE_PYTORCH := 1
 CARGO := cargo
 
-.PHONY: demo test build venv bench lint fmt clean plugins python-client
+.PHONY: demo test build venv bench lint fmt clean plugins python-client install
 
 # The venv holds PyTorch (libtorch for tch); numpy and pytest for the reference tests; the ADBC
 # Flight SQL driver (with pyarrow) for the standard-client tests; scikit-learn and pandas, the
@@ -43,14 +43,17 @@ build: venv
 	if [ "$$free" -lt 4 ]; then echo "warning: only $$free GiB free on the disk of $(CURDIR); a cold build needs ~3 GiB under target/" >&2; fi
 	$(CARGO) build --release --workspace
 
-# The built-in learning rules and classifiers, into the default plugins folder of `lrid serve`.
-BUILTIN_RULES := sgdm adam feedback_alignment information_alignment
-BUILTIN_CLASSIFIERS := random_forest linear_svm conv1d
+# The built-in learning rules and classifiers (listed in deploy/install.sh), into the default
+# plugins folder of `lrid serve`.
 plugins: build
-	@mkdir -p lrid-data/plugins
-	@for r in $(BUILTIN_RULES); do cp target/release/liblrid_rule_$$r.so lrid-data/plugins/$$r.so; done
-	@for c in $(BUILTIN_CLASSIFIERS); do cp target/release/liblrid_classifier_$$c.so lrid-data/plugins/$$(echo $$c | tr _ -).so; done
+	@deploy/install.sh --plugins lrid-data/plugins
 	$(LRID) plugins --dir lrid-data/plugins
+
+# An installed layout: PREFIX/bin/lrid, the built-in plugins in PREFIX/lib/lrid/plugins (loaded
+# by `lrid serve` and `lrid train` without a plugins folder), config and SQL in PREFIX/share/lrid.
+PREFIX ?= /usr/local
+install: build
+	deploy/install.sh $(PREFIX)
 
 # The main job: the demo sweep (every built-in rule on two small networks, recorded into an
 # embedded daemon; resumable, so a second `make demo` only summarises), what it stored, the

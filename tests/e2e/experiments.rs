@@ -1,13 +1,15 @@
 //! Virtual experiments end to end: `lrid train` with each built-in rule plugin on a small KNet
 //! and a small ResNet into a real daemon; `lrid sweep` with an embedded daemon, a failing cell,
-//! resume; a rule dropped into a running daemon's plugins folder used by a sweep.
+//! resume; a rule dropped into a running daemon's plugins folder used by a sweep; an installed
+//! layout (`deploy/install.sh`) whose daemon, started in an empty folder, runs a sweep with its
+//! built-in rules, shard by shard; a worker whose rule version differs from the daemon's.
 
 use std::io::Write;
 use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use lrid_e2e::{Daemon, lrid, lrid_command, plugin_lib, text};
+use lrid_e2e::{Daemon, install, lrid, lrid_command, plugin_lib, text};
 
 const RULES: [(&str, &str); 4] = [
     ("lrid_rule_sgdm", "sgdm"),
@@ -453,6 +455,9 @@ fn a_rule_dropped_into_a_running_daemon_is_used_by_a_sweep_without_a_restart() {
             &daemon.url(),
             "--state-dir",
             tmp.path().join("state").to_str().unwrap(),
+            // The workers' own copy of the rules (the daemon's version is checked).
+            "--plugins-dir",
+            plugins.to_str().unwrap(),
         ])
     };
     // Not loaded yet: the sweep refuses before starting anything, naming the rule.
@@ -570,4 +575,148 @@ fn simclr_and_the_audio_task_train_and_record_their_own_layers() {
         ));
         assert_eq!(int(&rows[0], "n") as usize, count, "{run_id}");
     }
+}
+
+#[test]
+fn an_installed_lrid_in_an_empty_folder_runs_a_sweep_shard_by_shard_with_its_built_in_rules() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = install(&tmp.path().join("prefix"));
+    let builtin = tmp.path().join("prefix/lib/lrid/plugins");
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let daemon = Daemon::start_installed(&bin, &empty, &tmp.path().join("data"), &[]);
+    // Every built-in rule and classifier is loaded from the installed layout.
+    let loaded =
+        daemon.sql("SELECT name, kind, file FROM plugins WHERE status = 'loaded' ORDER BY name");
+    let names: Vec<&str> = loaded.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "adam",
+            "conv1d",
+            "feedback-alignment",
+            "information-alignment",
+            "linear-svm",
+            "random-forest",
+            "sgdm"
+        ]
+    );
+    assert!(
+        loaded.iter().all(|r| r["file"]
+            .as_str()
+            .unwrap()
+            .starts_with(builtin.to_str().unwrap())),
+        "{loaded:?}"
+    );
+    let file = sweep_file(tmp.path(), "inst", &["sgdm", "adam"], r#"[0, 1]"#);
+    let state = tmp.path().join("state");
+    let shard = |index: &str, env: Option<(&str, &str)>| {
+        let mut cmd = std::process::Command::new(&bin);
+        cmd.current_dir(&empty)
+            .args(["sweep", "shard", file.to_str().unwrap(), "--count", "3"])
+            .args([
+                "--server",
+                &daemon.url(),
+                "--state-dir",
+                state.to_str().unwrap(),
+            ])
+            .env("RUST_LOG", "warn")
+            .env_remove("SLURM_ARRAY_TASK_ID")
+            .env_remove("JOB_COMPLETION_INDEX");
+        if !index.is_empty() {
+            cmd.args(["--index", index]);
+        }
+        if let Some((k, v)) = env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    // Index from the flag, from Slurm's variable, from Kubernetes' variable.
+    for (index, env) in [
+        ("0", None),
+        ("", Some(("SLURM_ARRAY_TASK_ID", "1"))),
+        ("", Some(("JOB_COMPLETION_INDEX", "2"))),
+    ] {
+        let out = shard(index, env);
+        let t = text(&out);
+        assert!(out.status.success(), "{t}");
+        assert!(t.contains("runs in the shard, 0 already complete"), "{t}");
+    }
+    // Nothing was written into the empty working folder (no plugins folder, no data).
+    assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0);
+    let runs = daemon.sql("SELECT run_id, status FROM runs ORDER BY run_id");
+    assert_eq!(runs.len(), 4, "{runs:?}");
+    assert!(runs.iter().all(|r| r["status"] == "closed"));
+    // Three journals, one per shard, four runs in all.
+    let journals = std::fs::read_dir(&state)
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            name.to_string_lossy().starts_with("journal-shard-")
+        })
+        .count();
+    assert_eq!(journals, 3);
+    // A shard again: every cell is complete, nothing runs.
+    let again = shard("1", None);
+    assert!(text(&again).contains("0 to run"), "{}", text(&again));
+    let status = std::process::Command::new(&bin)
+        .args(["sweep", "status", file.to_str().unwrap(), "--count", "3"])
+        .args([
+            "--server",
+            &daemon.url(),
+            "--state-dir",
+            state.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let t = text(&status);
+    assert!(status.status.success(), "{t}");
+    assert!(
+        t.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["all", "4", "4", "0", "0", "0"]),
+        "{t}"
+    );
+    // Bad shards are refused before anything runs.
+    let out = shard("3", None);
+    assert!(
+        text(&out).contains("shard index 3 is out of range for 3 shard(s)"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn a_worker_refuses_a_rule_whose_version_is_not_the_daemon_s() {
+    let tmp = tempfile::tempdir().unwrap();
+    let plugins = plugins_dir(tmp.path(), &[("lrid_rule_sgdm", "sgdm")]);
+    let out = lrid(&[
+        "train",
+        "--arch",
+        "knet4",
+        "--task",
+        "shapes",
+        "--rule",
+        "sgdm",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "1",
+        "--no-record",
+        "--device",
+        "cpu",
+        "--train-examples",
+        "16",
+        "--resolution",
+        "16",
+        "--plugins-dir",
+        plugins.to_str().unwrap(),
+        "--rule-version",
+        "9.9.9",
+    ]);
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(
+        t.contains("learning rule 'sgdm' is version") && t.contains("the daemon has version 9.9.9"),
+        "{t}"
+    );
 }

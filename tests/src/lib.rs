@@ -49,6 +49,23 @@ pub fn plugin_lib(name: &str) -> PathBuf {
     path
 }
 
+/// Installs the build these tests run from into `prefix` with `deploy/install.sh` (what
+/// `make install PREFIX=…` runs): the installed `lrid`.
+pub fn install(prefix: &Path) -> PathBuf {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/install.sh");
+    let out = Command::new(&script)
+        .arg(prefix)
+        .arg(profile_dir())
+        .output()
+        .expect("run deploy/install.sh");
+    assert!(
+        out.status.success(),
+        "deploy/install.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    prefix.join("bin/lrid")
+}
+
 /// A running `lrid serve`, killed when dropped.
 #[derive(Debug)]
 pub struct Daemon {
@@ -67,7 +84,19 @@ impl Daemon {
 
     /// Starts a daemon listening on `listen` with its data in `data_dir`.
     pub fn start_at(data_dir: &Path, listen: &str, extra: &[&str]) -> Daemon {
-        let mut child = Command::new(lrid_bin())
+        Daemon::start_with(Command::new(lrid_bin()), data_dir, listen, extra)
+    }
+
+    /// Starts `bin serve` (an installed `lrid`) in the working folder `cwd`, on a free
+    /// loopback port, with its data in `data_dir`.
+    pub fn start_installed(bin: &Path, cwd: &Path, data_dir: &Path, extra: &[&str]) -> Daemon {
+        let mut cmd = Command::new(bin);
+        cmd.current_dir(cwd);
+        Daemon::start_with(cmd, data_dir, "127.0.0.1:0", extra)
+    }
+
+    fn start_with(mut cmd: Command, data_dir: &Path, listen: &str, extra: &[&str]) -> Daemon {
+        let mut child = cmd
             .args(["serve", "--listen", listen, "--data-dir"])
             .arg(data_dir)
             .args(extra)

@@ -33,7 +33,7 @@ pub fn run(args: &PluginsArgs) -> Result<()> {
     }
     lrid_torch::init();
     let cache = crate::plugin_cache("lrid-plugins-")?;
-    let host = PluginHost::new(&dir, cache.path())?;
+    let host = PluginHost::new(&dir, cache.path())?.with_builtin_dir(config.plugins.builtin_dir());
     let scanned = host
         .rescan()
         .with_context(|| format!("cannot scan {}", dir.display()));

@@ -133,12 +133,13 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         // Private copies of the libraries of the last run are no longer mapped by anyone.
         let cache = store.dir().join("plugin-cache");
         std::fs::remove_dir_all(&cache).ok();
-        let plugins = std::sync::Arc::new(lrid_plugins::PluginHost::new(
-            config.plugins.dir_in(store.dir()),
-            cache,
-        )?);
+        // The built-in plugins of an installed layout load beside the folder's.
+        let plugins = std::sync::Arc::new(
+            lrid_plugins::PluginHost::new(config.plugins.dir_in(store.dir()), cache)?
+                .with_builtin_dir(config.plugins.builtin_dir()),
+        );
         let report = plugins.rescan()?;
-        tracing::info!(loaded = ?report.loaded, refused = report.refused.len(), dir = %plugins.dir().display(), "plugins");
+        tracing::info!(loaded = ?report.loaded, refused = report.refused.len(), dir = %plugins.dir().display(), builtin = ?plugins.builtin_dir(), "plugins");
         let _watcher = plugins.watch()?;
         store
             .session()

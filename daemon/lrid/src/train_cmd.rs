@@ -9,7 +9,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use lrid_plugins::PluginHost;
 use lrid_sdk::{Recorder, RecorderConfig, RunLabels};
-use lrid_trainer::{Arch, TaskName, TrainConfig, TrainReport};
+use lrid_trainer::{Arch, TaskName, TrainConfig, TrainReport, defaults};
 
 use crate::config::Config;
 
@@ -34,10 +34,10 @@ pub struct TrainArgs {
     /// Seed of the training-data order; absent: unseeded.
     #[arg(long)]
     pub data_seed: Option<i64>,
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = defaults::EPOCHS)]
     pub epochs: f64,
     /// Trajectory points, evenly spaced, initialisation included.
-    #[arg(long, default_value_t = 21)]
+    #[arg(long, default_value_t = defaults::POINTS)]
     pub points: usize,
     /// cpu, cuda, cuda:N, or auto (CUDA when usable).
     #[arg(long, default_value = "auto")]
@@ -51,23 +51,27 @@ pub struct TrainArgs {
     /// Configuration file (defaults: config/lrid.toml, embedded).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Plugins folder (default: the daemon's, from the configuration).
+    /// Plugins folder (default: the daemon's, from the configuration); the built-in rules of an
+    /// installed layout are found besides it.
     #[arg(long, value_name = "DIR")]
     pub plugins_dir: Option<PathBuf>,
+    /// Refuse to train unless the rule's version is this one (sweeps pass the daemon's).
+    #[arg(long)]
+    pub rule_version: Option<String>,
     /// Run id (default: the factors and a random suffix).
     #[arg(long)]
     pub run_id: Option<String>,
     /// Training-set size of generated tasks.
-    #[arg(long, default_value_t = 8192)]
+    #[arg(long, default_value_t = defaults::TRAIN_EXAMPLES)]
     pub train_examples: usize,
     /// Evaluation examples the observables are measured on.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = defaults::EVAL_EXAMPLES)]
     pub eval_examples: usize,
     /// Input side (default 32).
     #[arg(long)]
     pub resolution: Option<i64>,
     /// Width multiplier of every layer's filter count.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = defaults::WIDTH)]
     pub width: f64,
     /// Learning rate (default: the rule's base rate scaled by batch size / 128).
     #[arg(long)]
@@ -76,7 +80,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub classes: Option<i64>,
     /// SimCLR's NT-Xent temperature.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = defaults::TEMPERATURE)]
     pub temperature: f64,
     /// Folder of the CIFAR-10 binary files (task cifar10).
     #[arg(long, value_name = "DIR")]
@@ -150,21 +154,43 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     if let Some(n) = args.threads {
         tch::set_num_threads(n.max(1));
     }
-    let dir = args
+    let mut dir = args
         .plugins_dir
         .clone()
         .unwrap_or_else(|| config.plugins.dir_in(&config.store.data_dir));
+    let builtin = config.plugins.builtin_dir();
     if !dir.is_dir() {
-        bail!(
-            "the plugins folder {} does not exist (install the built-in rules with `make plugins`)",
-            dir.display()
-        );
+        // An installed layout needs no plugins folder for the built-in rules.
+        match (&builtin, &args.plugins_dir) {
+            (Some(b), None) => dir = b.clone(),
+            _ => bail!(
+                "the plugins folder {} does not exist (install the built-in rules with `make plugins`, or use an installed lrid: `make install`)",
+                dir.display()
+            ),
+        }
     }
     let cache = crate::plugin_cache("lrid-train-")?;
-    let host = PluginHost::new(&dir, cache.path())?;
+    let host = PluginHost::new(&dir, cache.path())?.with_builtin_dir(builtin);
     host.rescan()
         .with_context(|| format!("cannot scan {}", dir.display()))?;
-    let plugin = host.rule(&args.rule)?;
+    let plugin = host.rule(&args.rule).with_context(|| {
+        format!(
+            "looked in {}{}",
+            dir.display(),
+            host.builtin_dir()
+                .map_or(String::new(), |b| format!(" and {}", b.display()))
+        )
+    })?;
+    if let Some(wanted) = &args.rule_version
+        && &plugin.version != wanted
+    {
+        bail!(
+            "learning rule '{}' is version {} here ({}), the daemon has version {wanted}: install the same plugins on every worker",
+            args.rule,
+            plugin.version,
+            plugin.file.display()
+        );
+    }
     let mut rule = plugin.instantiate(&rule_config)?;
     // The library stays mapped; the folder of its private copy is not needed any more.
     drop(cache);

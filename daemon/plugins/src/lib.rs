@@ -45,6 +45,10 @@ pub struct PluginsConfig {
     /// Folder of plugin libraries (`*.so`), watched while the daemon runs; unset: `plugins/` in
     /// the data folder.
     pub dir: Option<PathBuf>,
+    /// Folder of the built-in plugins, loaded besides `dir` (a plugin of the same name in `dir`
+    /// takes precedence); unset: `lib/lrid/plugins` of an installed layout, beside the
+    /// binary's `bin/` folder, when it exists ([`installed_builtin_dir`]).
+    pub builtin_dir: Option<PathBuf>,
 }
 
 impl PluginsConfig {
@@ -52,6 +56,20 @@ impl PluginsConfig {
     pub fn dir_in(&self, data_dir: &Path) -> PathBuf {
         self.dir.clone().unwrap_or_else(|| data_dir.join("plugins"))
     }
+
+    /// The built-in plugins' folder: the configured one, else the installed layout's.
+    pub fn builtin_dir(&self) -> Option<PathBuf> {
+        self.builtin_dir.clone().or_else(installed_builtin_dir)
+    }
+}
+
+/// Where an installed layout (`make install PREFIX=…`) keeps the built-in plugins:
+/// `<prefix>/lib/lrid/plugins` for the binary `<prefix>/bin/lrid`; `None` when that folder
+/// does not exist (a build tree).
+pub fn installed_builtin_dir() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?.parent()?.join("lib/lrid/plugins");
+    dir.is_dir().then_some(dir)
 }
 
 /// Errors of the plugin host.
@@ -178,6 +196,8 @@ struct State {
     by_file: BTreeMap<PathBuf, Arc<Plugin>>,
     /// Files refused at the last scan, with why (re-tried when their content changes).
     refused: BTreeMap<PathBuf, (u64, String)>,
+    /// Built-in files whose plugin name a file of the plugins folder provides: (hash, name).
+    shadowed: BTreeMap<PathBuf, (u64, String)>,
 }
 
 /// What one [`PluginHost::rescan`] changed.
@@ -188,9 +208,10 @@ pub struct ScanReport {
     pub refused: Vec<String>,
 }
 
-/// Loads the plugins of one folder and keeps them current.
+/// Loads the plugins of one folder (and the built-in ones) and keeps them current.
 pub struct PluginHost {
     dir: PathBuf,
+    builtin: Option<PathBuf>,
     cache: PathBuf,
     state: Mutex<State>,
     copies: AtomicU64,
@@ -278,6 +299,7 @@ impl PluginHost {
         std::fs::create_dir_all(&cache).map_err(io(&cache))?;
         Ok(Self {
             dir,
+            builtin: None,
             cache,
             state: Mutex::new(State::default()),
             copies: AtomicU64::new(0),
@@ -288,14 +310,43 @@ impl PluginHost {
         &self.dir
     }
 
+    /// Also load the plugins of `dir` (the built-in ones), unless it is the plugins folder
+    /// itself or does not exist. A plugin of the plugins folder shadows a built-in one of the
+    /// same name (and the built-in one returns when that file goes).
+    pub fn with_builtin_dir(mut self, dir: Option<PathBuf>) -> Self {
+        let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => a == b,
+        };
+        self.builtin = dir.filter(|d| d.is_dir() && !same(d, &self.dir));
+        self
+    }
+
+    /// The built-in plugins' folder, when one is loaded.
+    pub fn builtin_dir(&self) -> Option<&Path> {
+        self.builtin.as_deref()
+    }
+
+    fn is_builtin(&self, file: &Path) -> bool {
+        self.builtin.as_ref().is_some_and(|b| file.starts_with(b))
+    }
+
     /// Loads new and changed files, forgets removed ones; refusals are logged and listed.
     pub fn rescan(&self) -> Result<ScanReport> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.dir)
-            .map_err(io(&self.dir))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "so") && p.is_file())
-            .collect();
-        files.sort();
+        let list = |dir: &Path| -> Result<Vec<PathBuf>> {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+                .map_err(io(dir))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "so") && p.is_file())
+                .collect();
+            files.sort();
+            Ok(files)
+        };
+        // The plugins folder first: its names shadow the built-in ones.
+        let mut files = list(&self.dir)?;
+        if let Some(b) = &self.builtin {
+            files.extend(list(b).unwrap_or_default());
+        }
         let mut report = ScanReport::default();
         let mut state = self.state.lock().expect("plugin host lock");
         let gone: Vec<PathBuf> = state
@@ -310,7 +361,15 @@ impl PluginHost {
             report.removed.push(f);
         }
         state.refused.retain(|f, _| files.contains(f));
+        state.shadowed.retain(|f, _| files.contains(f));
+        let provided_by_folder = |state: &State, name: &str| {
+            state
+                .by_file
+                .iter()
+                .any(|(f, p)| p.name == name && !self.is_builtin(f))
+        };
         for file in files {
+            let builtin = self.is_builtin(&file);
             let bytes = match std::fs::read(&file) {
                 Ok(b) => b,
                 Err(e) => {
@@ -327,8 +386,34 @@ impl PluginHost {
             {
                 continue;
             }
+            if builtin
+                && let Some((h, name)) = state.shadowed.get(&file)
+                && *h == hash
+                && provided_by_folder(&state, name)
+            {
+                continue;
+            }
             match self.load(&file, &bytes, hash, &state) {
+                Ok(plugin) if builtin && provided_by_folder(&state, &plugin.name) => {
+                    tracing::info!(name = %plugin.name, file = %file.display(), "built-in plugin shadowed by the plugins folder's");
+                    state.by_file.remove(&file);
+                    state.shadowed.insert(file, (hash, plugin.name.clone()));
+                }
                 Ok(plugin) => {
+                    if !builtin {
+                        let shadowed: Vec<PathBuf> = state
+                            .by_file
+                            .iter()
+                            .filter(|(f, p)| p.name == plugin.name && self.is_builtin(f))
+                            .map(|(f, _)| f.clone())
+                            .collect();
+                        for f in shadowed {
+                            let p = state.by_file.remove(&f).expect("listed");
+                            tracing::info!(name = %p.name, file = %f.display(), "built-in plugin shadowed by the plugins folder's");
+                            state.shadowed.insert(f, (p.content_hash, p.name.clone()));
+                        }
+                    }
+                    state.shadowed.remove(&file);
                     tracing::info!(
                         name = %plugin.name,
                         version = %plugin.version,
@@ -427,11 +512,9 @@ impl PluginHost {
                 });
             }
         }
-        if let Some((other, _)) = state
-            .by_file
-            .iter()
-            .find(|(f, p)| p.name == name && f.as_path() != file)
-        {
+        if let Some((other, _)) = state.by_file.iter().find(|(f, p)| {
+            p.name == name && f.as_path() != file && self.is_builtin(f) == self.is_builtin(file)
+        }) {
             return Err(Error::DuplicateName {
                 file: file.to_path_buf(),
                 name,

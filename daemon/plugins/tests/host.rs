@@ -717,3 +717,51 @@ fn classifiers_load_beside_rules_and_are_called_through_arrow_arrays() {
     assert!(f.host.classifier("knn").is_ok(), "the host still serves");
     f.assert_no_copies_left();
 }
+
+#[test]
+fn built_in_plugins_load_beside_the_folder_and_a_folder_plugin_of_the_same_name_shadows_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (plugins, builtin) = (tmp.path().join("plugins"), tmp.path().join("builtin"));
+    std::fs::create_dir_all(&builtin).unwrap();
+    for (lib, file) in [("lrid_rule_sgdm", "sgdm.so"), ("lrid_rule_adam", "adam.so")] {
+        std::fs::copy(built(lib), builtin.join(file)).unwrap();
+    }
+    let host = PluginHost::new(&plugins, tmp.path().join("cache"))
+        .unwrap()
+        .with_builtin_dir(Some(builtin.clone()));
+    assert_eq!(host.builtin_dir(), Some(builtin.as_path()));
+    host.rescan().unwrap();
+    let names = |host: &PluginHost| -> Vec<(String, PathBuf)> {
+        host.list().into_iter().map(|l| (l.name, l.file)).collect()
+    };
+    assert_eq!(
+        names(&host),
+        [
+            ("adam".into(), builtin.join("adam.so")),
+            ("sgdm".into(), builtin.join("sgdm.so"))
+        ]
+    );
+    // The folder's sgdm (another file name) shadows the built-in one: no duplicate-name refusal.
+    std::fs::copy(built("lrid_rule_sgdm"), plugins.join("my-sgdm.so")).unwrap();
+    host.rescan().unwrap();
+    assert!(host.refused().is_empty(), "{:?}", host.refused());
+    assert_eq!(
+        names(&host),
+        [
+            ("adam".into(), builtin.join("adam.so")),
+            ("sgdm".into(), plugins.join("my-sgdm.so"))
+        ]
+    );
+    assert_eq!(host.rule("sgdm").unwrap().file, plugins.join("my-sgdm.so"));
+    // A scan with nothing changed keeps it so; removing the folder's file brings the built-in back.
+    host.rescan().unwrap();
+    assert_eq!(host.rule("sgdm").unwrap().file, plugins.join("my-sgdm.so"));
+    std::fs::remove_file(plugins.join("my-sgdm.so")).unwrap();
+    host.rescan().unwrap();
+    assert_eq!(host.rule("sgdm").unwrap().file, builtin.join("sgdm.so"));
+    // The plugins folder itself as the built-in folder is not loaded twice.
+    let same = PluginHost::new(&builtin, tmp.path().join("cache2"))
+        .unwrap()
+        .with_builtin_dir(Some(builtin.clone()));
+    assert_eq!(same.builtin_dir(), None);
+}

@@ -71,6 +71,24 @@ impl From<tch::TchError> for Error {
     }
 }
 
+/// The training defaults of `lrid train`, the sweep files and [`TrainConfig::default`], in
+/// one place.
+pub mod defaults {
+    pub const BATCH_SIZE: usize = 128;
+    pub const EPOCHS: f64 = 10.0;
+    pub const TRAIN_EXAMPLES: usize = 8192;
+    pub const POINTS: usize = 21;
+    pub const EVAL_EXAMPLES: usize = 256;
+    pub const WIDTH: f64 = 1.0;
+    /// SimCLR's NT-Xent temperature (the reference code's default).
+    pub const TEMPERATURE: f64 = 1.0;
+    /// The batch size a base learning rate is stated for ([`super::scaled_lr`]).
+    pub const LR_BATCH_SIZE: usize = 128;
+    /// Base rates at [`LR_BATCH_SIZE`] when none is given: Adam, and every other rule.
+    pub const ADAM_LR: f64 = 1e-3;
+    pub const SGD_LR: f64 = 0.01;
+}
+
 /// What to train and how long. Unset seeds mean "unseeded" (the paper's `None`): a seed is
 /// drawn and reported, so the run can still be reproduced.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -108,18 +126,18 @@ impl Default for TrainConfig {
         Self {
             arch: Arch::KNet4,
             task: TaskName::Shapes,
-            batch_size: 128,
+            batch_size: defaults::BATCH_SIZE,
             model_seed: None,
             data_seed: None,
-            epochs: 10.0,
-            train_examples: 8192,
-            points: 21,
-            eval_examples: 256,
+            epochs: defaults::EPOCHS,
+            train_examples: defaults::TRAIN_EXAMPLES,
+            points: defaults::POINTS,
+            eval_examples: defaults::EVAL_EXAMPLES,
             resolution: None,
-            width: 1.0,
+            width: defaults::WIDTH,
             lr: None,
             classes: None,
-            temperature: 1.0,
+            temperature: defaults::TEMPERATURE,
             cifar_dir: None,
         }
     }
@@ -218,12 +236,21 @@ fn parse_named<T: Copy>(s: &str, all: &[T], name: fn(T) -> &'static str, what: &
     })
 }
 
-/// The default learning rate of a rule at a batch size: a base rate at batch 128, scaled
-/// linearly with the batch size (spec §4: "rescaled for each batch size"). Adam 1e-3; SGD-like
-/// rules (sgdm, feedback and information alignment, plugins) 0.01.
+/// The learning rate at `batch_size` of a base rate stated at batch 128: scaled linearly with
+/// the batch size (spec §4: "rescaled for each batch size"). Sweep files state base rates.
+pub fn scaled_lr(base: f64, batch_size: usize) -> f64 {
+    base * batch_size as f64 / defaults::LR_BATCH_SIZE as f64
+}
+
+/// The default learning rate of a rule at a batch size: [`scaled_lr`] of Adam's 1e-3, or 0.01
+/// for SGD-like rules (sgdm, feedback and information alignment, plugins).
 pub fn default_lr(rule: &str, batch_size: usize) -> f64 {
-    let base = if rule == "adam" { 1e-3 } else { 0.01 };
-    base * batch_size as f64 / 128.0
+    let base = if rule == "adam" {
+        defaults::ADAM_LR
+    } else {
+        defaults::SGD_LR
+    };
+    scaled_lr(base, batch_size)
 }
 
 /// Where training stands, for progress bars.
