@@ -17,17 +17,18 @@ export PATH := $(VENV)/bin:$(PATH)
 export LIBTORCH_USE_PYTORCH := 1
 CARGO := cargo
 
-.PHONY: demo test build venv bench lint fmt clean plugins python-client install
+.PHONY: demo test build venv bench lint fmt clean plugins python-client install system-packages
 
 # The venv holds PyTorch (libtorch for tch); numpy and pytest for the reference tests; the ADBC
 # Flight SQL driver (with pyarrow) for the standard-client tests; scikit-learn and pandas, the
-# classifiers' reference; PyTorch Lightning and transformers for the Python client's callbacks.
+# classifiers' reference; PyTorch Lightning and transformers for the Python client's callbacks;
+# kubernetes-validate (the Kubernetes schemas, offline) for the deployment tests.
 $(VENV)/.ready: Makefile
 	@command -v python3 >/dev/null || { echo "python3 is needed (apt-get install python3 python3-venv)"; exit 1; }
 	@command -v cargo >/dev/null || { echo "cargo is needed (rustup)"; exit 1; }
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet torch==$(TORCH_VERSION) numpy pytest adbc-driver-flightsql==1.13.0 pyarrow==26.0.1 scikit-learn==1.9.1 pandas==3.1.1 lightning==2.6.6 transformers==5.24.0 accelerate==1.15.0
+	$(VENV)/bin/pip install --quiet torch==$(TORCH_VERSION) numpy pytest adbc-driver-flightsql==1.13.0 pyarrow==26.0.1 scikit-learn==1.9.1 pandas==3.1.1 lightning==2.6.6 transformers==5.24.0 accelerate==1.15.0 kubernetes-validate==1.37.0
 	touch $@
 
 venv: $(VENV)/.ready
@@ -80,7 +81,20 @@ lint: venv
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 
-test: build lint python-client
+# Debian packages the tests need: a real one-node Slurm cluster, which tests/slurm/cluster.sh
+# starts without systemd (slurmctld, slurmd, the client commands, munge), and systemd-analyze
+# (the systemd unit's check). Installed with apt when a command is missing (~1 min).
+SYSTEM_PACKAGES := slurmctld slurmd slurm-client munge systemd
+system-packages:
+	@missing=; for c in slurmctld slurmd sbatch munged systemd-analyze; do \
+		command -v $$c >/dev/null || [ -x /usr/sbin/$$c ] || missing="$$missing $$c"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages for the tests (missing:$$missing)"; \
+		sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+		$$sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q $(SYSTEM_PACKAGES); \
+	fi
+
+test: build lint python-client system-packages
 	$(CARGO) test --release --workspace
 	cd tests/python && $(PYTHON) -m pytest -q
 

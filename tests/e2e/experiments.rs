@@ -720,3 +720,121 @@ fn a_worker_refuses_a_rule_whose_version_is_not_the_daemon_s() {
         "{t}"
     );
 }
+
+#[test]
+fn bad_sweep_submissions_and_shards_are_refused_clearly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = sweep_file(tmp.path(), "bad", &["sgdm"], "[0, 1]");
+    let f = file.to_str().unwrap();
+    // Nothing listens on port 1: every refusal comes before the daemon is needed.
+    let cases: [(&[&str], &str); 7] = [
+        (
+            &[
+                "sweep",
+                "submit",
+                f,
+                "--slurm",
+                "--tasks",
+                "0",
+                "--server",
+                "http://127.0.0.1:1",
+            ],
+            "shard count must be at least 1 (got 0)",
+        ),
+        (
+            &[
+                "sweep",
+                "submit",
+                f,
+                "--slurm",
+                "--tasks",
+                "3",
+                "--server",
+                "http://127.0.0.1:1",
+            ],
+            "--tasks 3 is more than the sweep's 2 cells",
+        ),
+        (
+            &["sweep", "submit", f, "--server", "http://127.0.0.1:1"],
+            "--slurm",
+        ),
+        (
+            &[
+                "sweep",
+                "submit",
+                f,
+                "--slurm",
+                "--k8s",
+                "--server",
+                "http://127.0.0.1:1",
+            ],
+            "cannot be used with",
+        ),
+        (
+            &[
+                "sweep",
+                "submit",
+                f,
+                "--slurm",
+                "--dry-run",
+                "--image",
+                "x",
+                "--server",
+                "http://127.0.0.1:1",
+            ],
+            "--image is a Kubernetes option; --slurm does not use it",
+        ),
+        (
+            &[
+                "sweep",
+                "submit",
+                f,
+                "--k8s",
+                "--dry-run",
+                "--partition",
+                "gpu",
+                "--server",
+                "http://127.0.0.1:1",
+            ],
+            "--partition is a Slurm option; --k8s does not use it",
+        ),
+        (
+            &[
+                "sweep",
+                "shard",
+                f,
+                "--index",
+                "2",
+                "--count",
+                "2",
+                "--server",
+                "http://127.0.0.1:1",
+            ],
+            "shard index 2 is out of range for 2 shard(s)",
+        ),
+    ];
+    for (args, expect) in cases {
+        let out = lrid_command(args)
+            .env_remove("SLURM_ARRAY_TASK_ID")
+            .env_remove("JOB_COMPLETION_INDEX")
+            .output()
+            .unwrap();
+        let t = text(&out);
+        assert!(!out.status.success(), "{args:?}: {t}");
+        assert!(t.contains(expect), "{args:?}: expected {expect:?} in {t}");
+    }
+    // A real submission needs the daemon the tasks will record into.
+    let out = lrid(&[
+        "sweep",
+        "submit",
+        f,
+        "--slurm",
+        "--server",
+        "http://127.0.0.1:1",
+    ]);
+    assert!(
+        text(&out).contains("the tasks record into that daemon"),
+        "{}",
+        text(&out)
+    );
+}

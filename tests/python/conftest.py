@@ -29,3 +29,31 @@ def daemon(lrid_bin, tmp_path):
     yield line.split()[4]
     proc.terminate()
     assert proc.wait(timeout=30) == 0
+
+
+@pytest.fixture()
+def installed(tmp_path, lrid_bin):
+    """`deploy/install.sh` of this build (what `make install` runs): the installed lrid."""
+    prefix = tmp_path / "prefix"
+    subprocess.run(
+        [str(ROOT / "deploy" / "install.sh"), str(prefix), str(pathlib.Path(lrid_bin).parent)],
+        check=True,
+        capture_output=True,
+    )
+    return str(prefix / "bin" / "lrid")
+
+
+@pytest.fixture()
+def central(installed, tmp_path):
+    """The central daemon (installed layout: built-in rules, no plugins folder)."""
+    proc = subprocess.Popen(
+        [installed, "serve", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "data")],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    line = proc.stdout.readline()
+    assert line.startswith("lrid serve listening on "), line
+    yield "http://" + line.split()[4]
+    proc.terminate()
+    assert proc.wait(timeout=30) == 0

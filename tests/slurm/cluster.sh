@@ -69,12 +69,13 @@ PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP OverSubscr
 CONF
 export SLURM_CONF=$conf
 stop
+# The cluster's own munge key (the package's /etc/munge/munge.key is not needed).
+[ -f "$dir/munge/munge.key" ] || { head -c 1024 /dev/urandom > "$dir/munge/munge.key"; chmod 400 "$dir/munge/munge.key"; }
 munged --socket="$dir/munge/munge.socket" --pid-file="$dir/munged.pid" \
-    --key-file=/etc/munge/munge.key --log-file="$dir/log/munged.log" \
+    --key-file="$dir/munge/munge.key" --log-file="$dir/log/munged.log" \
     --seed-file="$dir/munge/seed" --force
 # Slurm's munge plugin finds the socket through AuthInfo.
 sed -i "s|^AuthType=auth/munge|AuthType=auth/munge\nAuthInfo=socket=$dir/munge/munge.socket|" "$conf"
-sed -i "s|^CryptoType=crypto/munge|CryptoType=crypto/munge|" "$conf"
 slurmctld -c -f "$conf"
 slurmd -f "$conf"
 for _ in $(seq 100); do

@@ -6,8 +6,12 @@
 //! # Architecture
 //!
 //! ```text
-//!  training job (SDK, pyarrow)      lrid sweep ──► lrid train workers (lrid-trainer,
-//!        │ Flight DoPut/DoAction                    rule plugins via lrid-plugins)
+//!                                   lrid sweep run|shard|submit (lrid-sweep: plan → shards →
+//!                                   local pool | Slurm array | Kubernetes Indexed Job)
+//!                                        │ each shard: lrid sweep shard
+//!  training job (SDK, pyarrow)           ▼
+//!        │ Flight DoPut/DoAction    lrid train workers (lrid-trainer, rule plugins via
+//!        │                          lrid-plugins: plugins folder + installed built-ins)
 //!        ▼                                               │ SDK
 //!  lrid serve: lrid-server ◄─────────────────────────────┘
 //!        │ snapshots → lrid-stats (incremental statistics)

@@ -182,7 +182,12 @@ mod tests {
     fn options() -> K8sOptions {
         K8sOptions {
             name: "paper".into(),
-            sweep_toml: "name = \"paper\"\n".into(),
+            sweep_toml: crate::SweepFile::load(
+                &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../../config/sweeps/paper.toml"),
+            )
+            .unwrap()
+            .resolved_toml(),
             count: 64,
             parallelism: 8,
             backoff_limit_per_index: 3,
@@ -199,8 +204,8 @@ mod tests {
 
     #[test]
     fn the_manifest_matches_its_golden_file() {
-        let golden =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/paper.k8s.yaml");
+        let golden = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../deploy/sweep/paper.k8s.yaml");
         let got = manifest(&options()).unwrap();
         if std::env::var_os("LRID_BLESS").is_some() {
             std::fs::write(&golden, &got).unwrap();

@@ -238,8 +238,8 @@ mod tests {
 
     #[test]
     fn the_script_matches_its_golden_file() {
-        let golden =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/paper.sbatch");
+        let golden = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../deploy/sweep/paper.sbatch");
         let got = script(&options()).unwrap();
         if std::env::var_os("LRID_BLESS").is_some() {
             std::fs::write(&golden, &got).unwrap();
