@@ -4,10 +4,8 @@ the generated Indexed Job and the daemon's manifests validate against the Kubern
 own command with JOB_COMPLETION_INDEX set, one index killed and retried; the systemd unit passes
 `systemd-analyze verify`. No cluster runs here (deploy/README.md says so)."""
 
-import json
 import os
 import pathlib
-import shutil
 import signal
 import subprocess
 import time
@@ -15,28 +13,13 @@ import time
 import kubernetes_validate
 import pytest
 import yaml
+from conftest import small_sweep, sql
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 K8S_VERSION = "1.33"  # backoffLimitPerIndex is GA from 1.33
 
-SWEEP = """name = "k8s"
-workers = 1
-[[grid]]
-architectures = ["knet4"]
-tasks = ["shapes"]
-rules = ["sgdm", "adam"]
-batch_sizes = [8]
-model_seeds = [0]
-data_seeds = [0, 1, 2]
-[train]
-epochs = 4
-points = 3
-train_examples = 64
-eval_examples = 4
-resolution = 16
-width = 0.25
-device = "cpu"
-"""
+# Index 1 is killed mid-run: its runs have 32 steps.
+SWEEP = small_sweep("k8s", [0], [0, 1, 2], train_examples=256)
 
 
 def validate_all(text):
@@ -44,14 +27,6 @@ def validate_all(text):
     for doc in docs:
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
     return docs
-
-
-def sql(lrid, server, query):
-    out = subprocess.run(
-        [lrid, "sql", query, "--server", server, "--format", "json"],
-        capture_output=True, text=True, check=True,
-    )
-    return json.loads(out.stdout)
 
 
 def test_the_daemon_s_kubernetes_manifests_are_valid():

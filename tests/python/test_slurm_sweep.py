@@ -10,28 +10,12 @@ import subprocess
 import time
 
 import pytest
+from conftest import small_sweep, sql
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CLUSTER = ROOT / "tests" / "slurm" / "cluster.sh"
 
-SWEEP = """name = "slurm"
-workers = 1
-[[grid]]
-architectures = ["knet4"]
-tasks = ["shapes"]
-rules = ["sgdm", "adam"]
-batch_sizes = [8]
-model_seeds = [0, 1]
-data_seeds = [0, 1]
-[train]
-epochs = 1
-points = 3
-train_examples = 16
-eval_examples = 4
-resolution = 16
-width = 0.25
-device = "cpu"
-"""
+SWEEP = small_sweep("slurm", [0, 1], [0, 1])
 
 
 @pytest.fixture()
@@ -43,16 +27,6 @@ def slurm(tmp_path):
     env = dict(os.environ, SLURM_CONF=str(cluster / "slurm.conf"))
     yield env
     subprocess.run([str(CLUSTER), "stop", str(cluster)], check=False)
-
-
-def sql(lrid, server, query):
-    out = subprocess.run(
-        [lrid, "sql", query, "--server", server, "--format", "json"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(out.stdout)
 
 
 def wait_for_job(job, env, timeout=600):

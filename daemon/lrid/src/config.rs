@@ -25,6 +25,11 @@ impl Config {
         toml::from_str(DEFAULT_TOML).expect("the embedded config/lrid.toml parses")
     }
 
+    /// The file `path` when one is given ([`Config::load`]), else the embedded defaults.
+    pub fn load_or_embedded(path: Option<&Path>) -> Result<Config> {
+        path.map_or_else(|| Ok(Config::embedded()), Config::load)
+    }
+
     /// Reads a configuration file; keys it leaves out keep their defaults.
     pub fn load(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path)

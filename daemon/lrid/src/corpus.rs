@@ -63,10 +63,7 @@ impl Daemon {
     }
 
     pub fn connect_to(args: &ServerArgs) -> Result<Daemon> {
-        let config = match &args.config {
-            Some(path) => Config::load(path)?,
-            None => Config::embedded(),
-        };
+        let config = Config::load_or_embedded(args.config.as_deref())?;
         let server = args
             .server
             .clone()

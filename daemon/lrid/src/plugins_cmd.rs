@@ -20,10 +20,7 @@ pub struct PluginsArgs {
 }
 
 pub fn run(args: &PluginsArgs) -> Result<()> {
-    let config = match &args.config {
-        Some(path) => Config::load(path)?,
-        None => Config::embedded(),
-    };
+    let config = Config::load_or_embedded(args.config.as_deref())?;
     let dir = args
         .dir
         .clone()

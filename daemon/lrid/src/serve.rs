@@ -93,10 +93,7 @@ fn keep_large_buffers_mapped() {
 }
 
 pub fn run(args: &ServeArgs) -> Result<()> {
-    let mut config = match &args.config {
-        Some(path) => Config::load(path)?,
-        None => Config::embedded(),
-    };
+    let mut config = Config::load_or_embedded(args.config.as_deref())?;
     if let Some(l) = &args.listen {
         config.server.listen = l.clone();
     }

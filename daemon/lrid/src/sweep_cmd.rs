@@ -193,10 +193,7 @@ struct SweepContext {
 
 impl SweepContext {
     fn new(args: &DaemonArgs, sweep: &SweepFile) -> Result<SweepContext> {
-        let config = match &args.config {
-            Some(path) => Config::load(path)?,
-            None => Config::embedded(),
-        };
+        let config = Config::load_or_embedded(args.config.as_deref())?;
         let server = args
             .server
             .clone()

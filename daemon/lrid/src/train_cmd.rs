@@ -141,10 +141,7 @@ fn seed_tag(seed: Option<i64>) -> String {
 }
 
 pub fn run(args: &TrainArgs) -> Result<()> {
-    let config = match &args.config {
-        Some(path) => Config::load(path)?,
-        None => Config::embedded(),
-    };
+    let config = Config::load_or_embedded(args.config.as_deref())?;
     let arch: Arch = args.arch.parse()?;
     let task: TaskName = args.task.parse()?;
     let rule_config: serde_json::Value = serde_json::from_str(&args.rule_config)

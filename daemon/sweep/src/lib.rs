@@ -84,6 +84,23 @@ pub fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
+/// Test helper: `got` equals the golden file `deploy/<relative>` (`LRID_BLESS=1` rewrites it).
+#[cfg(test)]
+fn assert_golden(relative: &str, got: &str) {
+    let golden = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../deploy")
+        .join(relative);
+    if std::env::var_os("LRID_BLESS").is_some() {
+        std::fs::write(&golden, got).unwrap();
+    }
+    assert_eq!(
+        got,
+        std::fs::read_to_string(&golden).unwrap(),
+        "set LRID_BLESS=1 to rewrite {}",
+        golden.display()
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -238,18 +238,7 @@ mod tests {
 
     #[test]
     fn the_script_matches_its_golden_file() {
-        let golden = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../deploy/sweep/paper.sbatch");
-        let got = script(&options()).unwrap();
-        if std::env::var_os("LRID_BLESS").is_some() {
-            std::fs::write(&golden, &got).unwrap();
-        }
-        assert_eq!(
-            got,
-            std::fs::read_to_string(&golden).unwrap(),
-            "set LRID_BLESS=1 to rewrite {}",
-            golden.display()
-        );
+        crate::assert_golden("sweep/paper.sbatch", &script(&options()).unwrap());
     }
 
     #[test]
