@@ -4,6 +4,10 @@
 //! 2. Query: p50 latency of a trajectory query over ≥ 1 million observable rows, through Flight
 //!    SQL against `lrid serve`, beside DuckDB (the venv's, from PyPI) running the same query on
 //!    the same Parquet files in the same run.
+//! 3. Acknowledgement latency while checkpoints run: p50/p99 of one small snapshot's round trip
+//!    (recorded, acknowledged) beside a heavy ingest load, with checkpoints every 2 s vs with
+//!    none; the difference is what a checkpoint adds to the p99 (target ≤ 5 ms). With
+//!    `LRID_BEFORE_BIN` set to another build of `lrid`, that build is measured in the same run.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -266,6 +270,134 @@ fn query_latency() {
     );
 }
 
+/// p50 and p99 (ms) of a probe's snapshot acknowledgements while `writers` recorders load the
+/// daemon `bin`, which checkpoints every `checkpoint_ms`.
+fn ack_latency(
+    bin: &std::path::Path,
+    checkpoint_ms: u64,
+    seconds: f64,
+) -> (f64, f64, f64, usize, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("lrid.toml");
+    std::fs::write(
+        &config,
+        // Eight measurement models: every snapshot gives eight rows, so the rows a checkpoint
+        // writes pile up quickly (tens of thousands a second).
+        format!(
+            "[server]\ncheckpoint_interval_ms = {checkpoint_ms}\n{}",
+            (0..8)
+                .map(|i| format!(
+                    "[[store.models]]\nname = \"m{i}\"\nnoise_std = {}\n",
+                    i as f64 * 0.1
+                ))
+                .collect::<String>()
+        ),
+    )
+    .unwrap();
+    let daemon = Daemon::start_installed(
+        bin,
+        dir.path(),
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let layer = |index: u32| LayerInfo {
+        index,
+        name: format!("conv{index}"),
+        position: Position::Middle,
+        weight_shape: vec![3, 3, 8, 8],
+        activation_shape: vec![4, 4, 8],
+    };
+    let weights: Vec<f32> = (0..576).map(|i| (i as f32 * 0.37).sin()).collect();
+    let mut latencies = std::thread::scope(|s| {
+        // The load: points of 200 small layers each, as fast as the daemon takes them.
+        for w in 0..2 {
+            let (url, stop, weights) = (daemon.url(), &stop, &weights);
+            s.spawn(move || {
+                let rec = Recorder::open(
+                    RecorderConfig::new(url),
+                    &format!("load-{w}"),
+                    RunLabels::default(),
+                )
+                .unwrap();
+                // Two points a second each: a steady load the machine keeps up with (about half
+                // of what it can take), so that the probe measures waiting, not an overload.
+                let start = Instant::now();
+                let mut p = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let due = start + Duration::from_millis(500 * u64::from(p));
+                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                    for l in 0..200 {
+                        rec.record_weights(p, &layer(l), weights).unwrap();
+                    }
+                    rec.complete_point(p, None).unwrap();
+                    rec.flush().unwrap();
+                    p += 1;
+                }
+                rec.close().unwrap();
+            });
+        }
+        let probe = s.spawn(|| {
+            let rec = Recorder::open(
+                RecorderConfig::new(daemon.url()),
+                "probe",
+                RunLabels::default(),
+            )
+            .unwrap();
+            rec.flush().unwrap();
+            // Open loop (no coordinated omission): probe k is due at start + k·5 ms, and its
+            // latency counts from then, so a stall delays every probe due during it.
+            let mut latencies = Vec::new();
+            let start = Instant::now();
+            let mut p = 0;
+            while start.elapsed().as_secs_f64() < seconds {
+                let due = start + Duration::from_millis(5 * u64::from(p));
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                rec.record_weights(p, &layer(0), &weights).unwrap();
+                rec.flush().unwrap();
+                latencies.push(due.elapsed().as_secs_f64() * 1e3);
+                rec.complete_point(p, None).unwrap();
+                p += 1;
+            }
+            rec.close().unwrap();
+            latencies
+        });
+        let latencies = probe.join().unwrap();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        latencies
+    });
+    let files = std::fs::read_dir(dir.path().join("data/observables")).map_or(0, |d| d.count());
+    let rows = daemon.sql("SELECT count(*) AS n FROM observables")[0]["n"]
+        .as_u64()
+        .unwrap();
+    latencies.sort_by(f64::total_cmp);
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+    (at(0.5), at(0.99), at(1.0), files, rows)
+}
+
+fn ack_latencies() {
+    let mut bins = vec![("this build", lrid_e2e::lrid_bin())];
+    if let Some(before) = std::env::var_os("LRID_BEFORE_BIN") {
+        bins.push(("LRID_BEFORE_BIN", before.into()));
+    }
+    println!(
+        "ack latency: one small snapshot recorded and acknowledged every 5 ms for 15 s (latency from when it was due), beside 2 recorders loading the daemon with two 200-layer points a second each (8 measurement models: 1,600 rows a point)"
+    );
+    for (name, bin) in bins {
+        let (p50_none, p99_none, max_none, _, _) = ack_latency(&bin, 3_600_000, 15.0);
+        let (p50, p99, max, files, rows) = ack_latency(&bin, 2_000, 15.0);
+        println!(
+            "  {name} ({}): no checkpoints p50 {p50_none:.2} ms p99 {p99_none:.2} ms max {max_none:.1} ms; checkpoints every 2 s ({rows} rows into {files} Parquet files) p50 {p50:.2} ms p99 {p99:.2} ms max {max:.1} ms → a checkpoint adds {:+.2} ms to the p99 (target ≤ 5 ms)",
+            bin.display(),
+            p99 - p99_none
+        );
+    }
+}
+
 fn main() {
     // `cargo bench` passes --bench; `-- query` or `-- ingest` runs one part.
     let only: Vec<String> = std::env::args()
@@ -289,5 +421,8 @@ fn main() {
     }
     if run("query") {
         query_latency();
+    }
+    if run("ack") {
+        ack_latencies();
     }
 }

@@ -13,8 +13,9 @@
 //! Statistics are computed as snapshots arrive (activation batches merge incrementally); raw
 //! tensors are never kept. Each accepted snapshot's contribution is appended to a write-ahead
 //! log and synced before it is acknowledged, so a crash at any moment loses nothing
-//! acknowledged: restart replays the log. A checkpoint moves completed rows to Parquet and
-//! starts a new log segment holding only what is still pending.
+//! acknowledged: restart replays the log. A checkpoint moves completed rows to Parquet, writes
+//! the image of what is still pending and moves the log on to a new segment, writing its files
+//! outside the store lock ([`Store::checkpoint`]).
 //!
 //! On disk, under the data folder:
 //!
@@ -27,6 +28,7 @@
 //! layers/layers-NNNNNNNN.parquet   every layer
 //! analyses/analysis-<hash>.parquet what `lrid analyze` measured (table `analyses`)
 //! wal/NNNNNNNN.wal                 write-ahead log segments
+//! wal/NNNNNNNN.image               what was pending at the last checkpoint (replayed first)
 //! ```
 //!
 //! e.g. DuckDB: `SELECT * FROM 'lrid-data/observables/*.parquet'`.

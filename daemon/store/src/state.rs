@@ -189,8 +189,10 @@ struct RunState {
 }
 
 /// The format of `manifest.json` this lrid writes; it reads every format up to it (a manifest
-/// without `format` was written before it had a number: format 1).
-pub const MANIFEST_FORMAT: u32 = 1;
+/// without `format` was written before it had a number: format 1). Format 1: the image of what
+/// was pending at the checkpoint heads segment `wal_from`. Format 2: it is its own file,
+/// `wal/<wal_image>.image`, so that the segment can take appends while the checkpoint writes.
+pub const MANIFEST_FORMAT: u32 = 2;
 
 fn manifest_format_1() -> u32 {
     1
@@ -210,6 +212,9 @@ struct Manifest {
     runs: Option<String>,
     layers: Option<String>,
     wal_from: u64,
+    /// Format 2: the image replayed before segment `wal_from` (`wal/NNNNNNNN.image`).
+    #[serde(default)]
+    wal_image: Option<u64>,
     next_seq: u64,
 }
 
@@ -223,6 +228,7 @@ impl Default for Manifest {
             runs: None,
             layers: None,
             wal_from: 0,
+            wal_image: None,
             next_seq: 0,
         }
     }
@@ -257,6 +263,8 @@ pub struct Store {
     view_rules: Mutex<Option<BTreeSet<String>>>,
     /// Told about every completed point, after it is stored.
     listeners: RwLock<Vec<Arc<dyn PointListener>>>,
+    /// Held by the one checkpoint that runs at a time (never with `inner`'s lock waiting on it).
+    checkpointing: Mutex<()>,
 }
 
 /// A completed point, as the store tells its [`PointListener`]s.
@@ -305,12 +313,7 @@ fn draw_id(parts: &[&[u8]]) -> u64 {
 }
 
 fn check_protocol(protocol: u32) -> Result<()> {
-    if protocol != PROTOCOL_VERSION {
-        return Err(Error::InvalidArgument(format!(
-            "protocol version {protocol} is not supported; this server speaks version {PROTOCOL_VERSION}"
-        )));
-    }
-    Ok(())
+    lrid_protocol::check_version(protocol).map_err(Error::InvalidArgument)
 }
 
 impl Store {
@@ -429,11 +432,19 @@ impl Store {
             selections: Mutex::new(HashMap::new()),
             view_rules: Mutex::new(None),
             listeners: RwLock::new(Vec::new()),
+            checkpointing: Mutex::new(()),
             config,
         };
         {
             let mut inner = store.inner.lock().expect("store lock");
             let mut replayed = 0usize;
+            // Format 2: what was pending at the last checkpoint, then the segments after it.
+            if let Some(image) = inner.manifest.wal_image {
+                for record in crate::wal::read_image::<Record>(&wal_dir, image)? {
+                    store.apply(&mut inner, record)?;
+                    replayed += 1;
+                }
+            }
             for (i, &seq) in replay.iter().enumerate() {
                 let last = i + 1 == replay.len();
                 for record in read_segment::<Record>(&wal_dir, seq, last)? {
@@ -1118,6 +1129,19 @@ impl Store {
         self.view.write().expect("query view lock").runs = runs;
     }
 
+    /// Points queries at the Parquet files `manifest` names.
+    fn publish_files(&self, view: &mut QueryView, manifest: &Manifest) {
+        let files = |sub: &str, names: &[String]| {
+            names
+                .iter()
+                .map(|f| self.dir.join(sub).join(f))
+                .collect::<Vec<_>>()
+        };
+        view.files = files("observables", &manifest.observables);
+        view.diagnostics_files = files("diagnostics", &manifest.diagnostics);
+        view.identifications_files = files("identifications", &manifest.identifications);
+    }
+
     /// Publishes runs, layers and files to queries; `tail` also replaces the tail rows (after a
     /// replay or a checkpoint — a completed point only appends its own rows).
     fn refresh_view(&self, inner: &Inner, tail: bool) {
@@ -1126,21 +1150,10 @@ impl Store {
             vec![layers_batch(inner.runs.iter().flat_map(|(id, r)| {
                 r.layers.values().map(move |l| (id.as_str(), l))
             }))];
-        let files = |sub: &str, names: &[String]| {
-            names
-                .iter()
-                .map(|f| self.dir.join(sub).join(f))
-                .collect::<Vec<_>>()
-        };
-        let observables = files("observables", &inner.manifest.observables);
-        let diagnostics = files("diagnostics", &inner.manifest.diagnostics);
-        let identifications = files("identifications", &inner.manifest.identifications);
         let mut view = self.view.write().expect("query view lock");
         view.runs = runs;
         view.layers = layers;
-        view.files = observables;
-        view.diagnostics_files = diagnostics;
-        view.identifications_files = identifications;
+        self.publish_files(&mut view, &inner.manifest);
         if tail {
             view.tail = if inner.tail.is_empty() {
                 Vec::new()
@@ -1160,130 +1173,216 @@ impl Store {
         }
     }
 
-    /// Moves the rows in memory to a new Parquet file, rewrites `runs` and `layers`, and starts
-    /// a new log segment that holds only what is still pending. Nothing is lost if the process
-    /// dies at any step: the manifest names the current files and is replaced last.
+    /// Moves the rows in memory to new Parquet files, rewrites `runs` and `layers`, and moves
+    /// the log on to a new segment, without holding up ingest or queries while files are
+    /// written (InfluxDB 3's persister):
+    ///
+    /// 1. under the store lock, with no file I/O: the log switches to a segment created
+    ///    beforehand, the rows in memory are taken out (queries keep seeing them: the query view
+    ///    is not touched), and what is still pending (open runs, points not completed) and the
+    ///    `runs` / `layers` rows are copied;
+    /// 2. without the lock: the Parquet files, the pending image (`wal/NNNNNNNN.image`) and the
+    ///    manifest, which names the new files and is replaced last (atomically);
+    /// 3. under the lock again: queries switch to the new files and the rows that arrived
+    ///    meanwhile, in one step (no row is seen twice or missed); then, without it, files the
+    ///    manifest no longer names are removed.
+    ///
+    /// Nothing is lost if the process dies at any step: until the manifest is replaced, the
+    /// previous one names the previous files and the segments from which the log replays, the
+    /// new segment included. If a write fails, the rows go back to memory for the next try.
     pub fn checkpoint(&self) -> Result<()> {
+        let _one = self.checkpointing.lock().expect("checkpoint lock");
+        let wal_dir = self.dir.join("wal");
+        // The next segment, created (header, fsync) before the store lock is taken.
+        let (segment, seq) = {
+            let inner = self.inner.lock().expect("store lock");
+            if !inner.dirty
+                && inner.tail.is_empty()
+                && inner.diagnostics.is_empty()
+                && inner.identifications.is_empty()
+            {
+                return Ok(());
+            }
+            (inner.wal.seq + 1, inner.manifest.next_seq)
+        };
+        let wal = WalWriter::create(&wal_dir, segment, self.config.sync)?;
+
+        // 1. Swap, under the lock.
+        let (taken, published, runs, layers, image, mut manifest) = {
+            let mut inner = self.inner.lock().expect("store lock");
+            inner.wal = wal;
+            inner.dirty = false;
+            let taken = (
+                std::mem::take(&mut inner.tail),
+                std::mem::take(&mut inner.diagnostics),
+                std::mem::take(&mut inner.identifications),
+            );
+            // The query view's batches of the rows taken (they are published in order, under
+            // this lock): dropped from the view when the files that hold them are published.
+            let published = {
+                let view = self.view.read().expect("query view lock");
+                (
+                    view.tail.len(),
+                    view.diagnostics_tail.len(),
+                    view.identifications_tail.len(),
+                )
+            };
+            let runs: Vec<RunRow> = inner.runs.values().map(|r| r.row.clone()).collect();
+            let layers: Vec<(String, LayerInfo)> = inner
+                .runs
+                .iter()
+                .flat_map(|(id, r)| r.layers.values().map(move |l| (id.clone(), l.clone())))
+                .collect();
+            (
+                taken,
+                published,
+                runs,
+                layers,
+                pending_image(&inner.runs),
+                inner.manifest.clone(),
+            )
+        };
+
+        // 2. Write, without the lock.
+        let written =
+            self.write_checkpoint(seq, segment, &taken, &runs, &layers, &image, &mut manifest);
+
+        // 3. Publish (or give the rows back), under the lock.
         let mut inner = self.inner.lock().expect("store lock");
-        if !inner.dirty
-            && inner.tail.is_empty()
-            && inner.diagnostics.is_empty()
-            && inner.identifications.is_empty()
+        if let Err(e) = written {
+            let (mut tail, mut diagnostics, mut identifications) = taken;
+            tail.append(&mut inner.tail);
+            diagnostics.append(&mut inner.diagnostics);
+            identifications.append(&mut inner.identifications);
+            (inner.tail, inner.diagnostics, inner.identifications) =
+                (tail, diagnostics, identifications);
+            inner.dirty = true;
+            return Err(e);
+        }
+        inner.manifest = manifest.clone();
+        // The new files replace the taken rows' batches in one step: O(1), nothing rebuilt.
         {
-            return Ok(());
+            let mut view = self.view.write().expect("query view lock");
+            self.publish_files(&mut view, &manifest);
+            view.tail.drain(..published.0);
+            view.diagnostics_tail.drain(..published.1);
+            view.identifications_tail.drain(..published.2);
         }
-        let seq = inner.manifest.next_seq;
-        let mut manifest = inner.manifest.clone();
-        if !inner.tail.is_empty() {
-            let batch = observables_batch(&inner.tail);
-            let batch = sort_by(&batch, &["run_id", "layer_index", "point", "model"])?;
-            let name = format!("part-{seq:08}.parquet");
-            write_parquet(
-                &self.dir.join("observables").join(&name),
-                &OBSERVABLES_SCHEMA,
-                &[batch],
+        drop(inner);
+        remove_orphans(&self.dir, &manifest)?;
+        tracing::debug!(rows = taken.0.len(), seq, "checkpoint");
+        Ok(())
+    }
+
+    /// Step 2 of [`Store::checkpoint`]: the files, then the manifest (last, atomically).
+    #[allow(clippy::too_many_arguments)]
+    fn write_checkpoint(
+        &self,
+        seq: u64,
+        segment: u64,
+        (tail, diagnostics, identifications): &(
+            Vec<ObservableRow>,
+            Vec<DiagnosticRow>,
+            Vec<IdentificationRow>,
+        ),
+        runs: &[RunRow],
+        layers: &[(String, LayerInfo)],
+        image: &[Record],
+        manifest: &mut Manifest,
+    ) -> Result<()> {
+        let part = format!("part-{seq:08}.parquet");
+        if !tail.is_empty() {
+            let batch = sort_by(
+                &observables_batch(tail),
+                &["run_id", "layer_index", "point", "model"],
             )?;
-            manifest.observables.push(name);
+            let path = self.dir.join("observables").join(&part);
+            write_parquet(&path, &OBSERVABLES_SCHEMA, &[batch])?;
+            manifest.observables.push(part.clone());
         }
-        if !inner.diagnostics.is_empty() {
-            let batch = diagnostics_batch(&inner.diagnostics);
-            let batch = sort_by(&batch, &["run_id", "layer_index", "point", "name"])?;
-            let name = format!("part-{seq:08}.parquet");
-            write_parquet(
-                &self.dir.join("diagnostics").join(&name),
-                &DIAGNOSTICS_SCHEMA,
-                &[batch],
+        if !diagnostics.is_empty() {
+            let batch = sort_by(
+                &diagnostics_batch(diagnostics),
+                &["run_id", "layer_index", "point", "name"],
             )?;
-            manifest.diagnostics.push(name);
+            let path = self.dir.join("diagnostics").join(&part);
+            write_parquet(&path, &DIAGNOSTICS_SCHEMA, &[batch])?;
+            manifest.diagnostics.push(part.clone());
         }
-        if !inner.identifications.is_empty() {
-            let batch = identifications_batch(&inner.identifications);
-            let batch = sort_by(&batch, &["run_id", "identifier", "point"])?;
-            let name = format!("part-{seq:08}.parquet");
-            write_parquet(
-                &self.dir.join("identifications").join(&name),
-                &IDENTIFICATIONS_SCHEMA,
-                &[batch],
+        if !identifications.is_empty() {
+            let batch = sort_by(
+                &identifications_batch(identifications),
+                &["run_id", "identifier", "point"],
             )?;
-            manifest.identifications.push(name);
+            let path = self.dir.join("identifications").join(&part);
+            write_parquet(&path, &IDENTIFICATIONS_SCHEMA, &[batch])?;
+            manifest.identifications.push(part);
         }
         let runs_name = format!("runs-{seq:08}.parquet");
         write_parquet(
             &self.dir.join("runs").join(&runs_name),
             &RUNS_SCHEMA,
-            &[runs_batch(inner.runs.values().map(|r| &r.row))],
+            &[runs_batch(runs.iter())],
         )?;
         let layers_name = format!("layers-{seq:08}.parquet");
         write_parquet(
             &self.dir.join("layers").join(&layers_name),
             &LAYERS_SCHEMA,
-            &[layers_batch(inner.runs.iter().flat_map(|(id, r)| {
-                r.layers.values().map(move |l| (id.as_str(), l))
-            }))],
+            &[layers_batch(layers.iter().map(|(id, l)| (id.as_str(), l)))],
         )?;
-        // The new segment starts with the image of everything still pending.
-        let wal_dir = self.dir.join("wal");
-        let segment = inner.wal.seq + 1;
-        let mut wal = WalWriter::create(&wal_dir, segment, self.config.sync)?;
-        let mut image = Vec::new();
-        for (id, run) in &inner.runs {
-            if run.row.status == "closed" {
-                continue;
-            }
-            image.push(Record::OpenRun {
-                run: OpenRun {
-                    protocol: PROTOCOL_VERSION,
-                    run_id: id.clone(),
-                    labels: run.row.labels.clone(),
-                },
-                opened_at_ms: run.row.opened_at_ms,
-            });
-            for (point, p) in &run.pending {
-                for (index, layer) in &p.layers {
-                    for (key, m) in &layer.measures {
-                        image.push(Record::Snapshot {
-                            run_id: id.clone(),
-                            point: *point,
-                            layer: run.layers[index].clone(),
-                            measure: measure_from_key(key),
-                            batches: m.batches.iter().copied().collect(),
-                            results: m.results.clone(),
-                        });
-                    }
-                }
-            }
-        }
-        wal.append(&image)?;
+        crate::wal::write_image(&self.dir.join("wal"), segment, image)?;
         manifest.runs = Some(runs_name);
         manifest.layers = Some(layers_name);
         manifest.wal_from = segment;
+        manifest.wal_image = Some(segment);
         manifest.next_seq = seq + 1;
         manifest.format = MANIFEST_FORMAT;
         let path = self.dir.join("manifest.json");
         let tmp = self.dir.join("manifest.json.tmp");
         std::fs::write(
             &tmp,
-            serde_json::to_vec_pretty(&manifest).expect("manifest"),
+            serde_json::to_vec_pretty(&*manifest).expect("manifest"),
         )
         .map_err(|e| Error::io(&tmp, e))?;
         std::fs::File::open(&tmp)
             .and_then(|f| f.sync_all())
             .map_err(|e| Error::io(&tmp, e))?;
         std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
-        crate::wal::sync_dir(&self.dir)?;
-        // The new state is current: the old files can go.
-        let rows = inner.tail.len();
-        inner.manifest = manifest;
-        inner.wal = wal;
-        inner.tail.clear();
-        inner.diagnostics.clear();
-        inner.identifications.clear();
-        inner.dirty = false;
-        remove_orphans(&self.dir, &inner.manifest)?;
-        self.refresh_view(&inner, true);
-        tracing::debug!(rows, seq, "checkpoint");
-        Ok(())
+        crate::wal::sync_dir(&self.dir)
     }
+}
+
+/// What a replay needs of the runs still open: their opening and every pending snapshot.
+fn pending_image(runs: &BTreeMap<String, RunState>) -> Vec<Record> {
+    let mut image = Vec::new();
+    for (id, run) in runs {
+        if run.row.status == "closed" {
+            continue;
+        }
+        image.push(Record::OpenRun {
+            run: OpenRun {
+                protocol: PROTOCOL_VERSION,
+                run_id: id.clone(),
+                labels: run.row.labels.clone(),
+            },
+            opened_at_ms: run.row.opened_at_ms,
+        });
+        for (point, p) in &run.pending {
+            for (index, layer) in &p.layers {
+                for (key, m) in &layer.measures {
+                    image.push(Record::Snapshot {
+                        run_id: id.clone(),
+                        point: *point,
+                        layer: run.layers[index].clone(),
+                        measure: measure_from_key(key),
+                        batches: m.batches.iter().copied().collect(),
+                        results: m.results.clone(),
+                    });
+                }
+            }
+        }
+    }
+    image
 }
 
 /// Refuses diagnostics of a point that do not name a layer of the run, have an empty or too long
@@ -1366,6 +1465,12 @@ fn remove_orphans(dir: &Path, manifest: &Manifest) -> Result<()> {
     for seq in segments(&wal_dir)? {
         if seq < manifest.wal_from {
             let p = crate::wal::segment_path(&wal_dir, seq);
+            std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
+        }
+    }
+    for seq in crate::wal::images(&wal_dir)? {
+        if Some(seq) != manifest.wal_image {
+            let p = crate::wal::image_path(&wal_dir, seq);
             std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
         }
     }

@@ -4,7 +4,11 @@
 //! record is on disk (`fdatasync`). Replay reads every segment in order; a torn record at the end
 //! of the last segment (a crash mid-append) is cut off, any other damage is an error.
 //!
-//! Versioned: a segment starts with the record `{"lrid_wal_format": N}` ([`WAL_FORMAT`]).
+//! A checkpoint writes the image of what is still pending (open runs, points not yet completed)
+//! into its own file, `wal/NNNNNNNN.image` (the records a replay starts from, before segment
+//! NNNNNNNN), written whole and renamed into place: never torn.
+//!
+//! Versioned: a segment (and an image) starts with the record `{"lrid_wal_format": N}` ([`WAL_FORMAT`]).
 //! Segments without it were written before the format had a number and are format 1. A
 //! segment of a format newer than this lrid's is refused, saying so, and left as it is.
 
@@ -29,6 +33,60 @@ struct SegmentHeader {
 /// A segment file's path: `wal/00000042.wal`.
 pub(crate) fn segment_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("{seq:08}.wal"))
+}
+
+/// A checkpoint image's path: `wal/00000042.image` (replayed before segment 42).
+pub(crate) fn image_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("{seq:08}.image"))
+}
+
+/// The checkpoint images present in `dir`.
+pub(crate) fn images(dir: &Path) -> Result<Vec<u64>> {
+    let mut seqs = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(seqs);
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if let Some(seq) = name
+            .to_string_lossy()
+            .strip_suffix(".image")
+            .and_then(|s| s.parse().ok())
+        {
+            seqs.push(seq);
+        }
+    }
+    seqs.sort_unstable();
+    Ok(seqs)
+}
+
+/// Writes the image replayed before segment `seq`: the whole file, made durable, then renamed
+/// into place.
+pub(crate) fn write_image<R: Serialize>(dir: &Path, seq: u64, records: &[R]) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let path = image_path(dir, seq);
+    let tmp = path.with_extension("image.tmp");
+    {
+        let mut w = WalWriter {
+            file: File::create(&tmp).map_err(|e| Error::io(&tmp, e))?,
+            path: tmp.clone(),
+            seq,
+            sync: false,
+            buf: Vec::new(),
+        };
+        w.append(&[SegmentHeader {
+            lrid_wal_format: WAL_FORMAT,
+        }])?;
+        w.append(records)?;
+        w.file.sync_all().map_err(|e| Error::io(&tmp, e))?;
+    }
+    std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+    sync_dir(dir)
+}
+
+/// Reads the image replayed before segment `seq` (any damage is an error: it is never torn).
+pub(crate) fn read_image<R: for<'de> Deserialize<'de>>(dir: &Path, seq: u64) -> Result<Vec<R>> {
+    read_records(&image_path(dir, seq), false)
 }
 
 /// The segments present in `dir`, ascending.
@@ -117,7 +175,11 @@ pub(crate) fn read_segment<R: for<'de> Deserialize<'de>>(
     seq: u64,
     last: bool,
 ) -> Result<Vec<R>> {
-    let path = segment_path(dir, seq);
+    read_records(&segment_path(dir, seq), last)
+}
+
+fn read_records<R: for<'de> Deserialize<'de>>(path: &Path, last: bool) -> Result<Vec<R>> {
+    let path = path.to_path_buf();
     let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
     let total = file.metadata().map_err(|e| Error::io(&path, e))?.len();
     let mut reader = BufReader::new(file);

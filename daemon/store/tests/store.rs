@@ -789,7 +789,7 @@ async fn the_manifest_carries_its_format_and_a_newer_one_is_refused_untouched() 
     let path = dir.path().join("manifest.json");
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    assert_eq!(manifest["format"], 1);
+    assert_eq!(manifest["format"], 2);
     // A manifest from before the format had a number is format 1.
     let mut older = manifest.clone();
     older.as_object_mut().unwrap().remove("format");
@@ -801,7 +801,7 @@ async fn the_manifest_carries_its_format_and_a_newer_one_is_refused_untouched() 
     );
     // A newer one (with a field this version does not know) is refused, and left as it is.
     let mut newer = manifest.clone();
-    newer["format"] = 2.into();
+    newer["format"] = 3.into();
     newer["compacted"] = serde_json::json!([]);
     let text = newer.to_string();
     std::fs::write(&path, &text).unwrap();
@@ -811,8 +811,131 @@ async fn the_manifest_carries_its_format_and_a_newer_one_is_refused_untouched() 
     assert!(matches!(e, Error::NewerFormat(_)), "{e}");
     assert!(
         e.to_string()
-            .contains("is manifest format 2; this lrid (0.1.0) reads formats 1 to 1"),
+            .contains("is manifest format 3; this lrid (0.1.0) reads formats 1 to 2"),
         "{e}"
     );
     assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_run_beside_ingest_and_queries_see_every_row_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig::test_config(dir.path());
+    let store = Store::open(config.clone()).await.unwrap();
+    open(&store, "r1");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let checkpoints = {
+        let (store, stop) = (store.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                store.checkpoint().unwrap();
+                n += 1;
+            }
+            n
+        })
+    };
+    // Every acknowledged point is queryable at once, never twice, whatever the checkpoint is
+    // doing; a pending point's snapshots survive the checkpoints that run meanwhile.
+    for p in 0..40 {
+        record_snapshots(&store, "r1", p);
+        store
+            .complete_point(&CompletePoint {
+                protocol: PROTOCOL_VERSION,
+                run_id: "r1".into(),
+                point: p,
+                step: None,
+                diagnostics: Vec::new(),
+            })
+            .unwrap();
+        let rows = count(&store, "SELECT count(*) FROM observables").await;
+        assert_eq!(rows, 3 * (p as i64 + 1), "after point {p}");
+        let distinct = count(
+            &store,
+            "SELECT count(*) FROM (SELECT DISTINCT point, layer_index FROM observables)",
+        )
+        .await;
+        assert_eq!(distinct, rows);
+    }
+    store
+        .record(
+            &header("r1", 40, 0, SnapshotMeasure::Weight, 0, 0),
+            &values(108, 1),
+        )
+        .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let n = checkpoints.join().unwrap();
+    assert!(n >= 2, "{n} checkpoints ran");
+    drop(store);
+    let store = Store::open(config).await.unwrap();
+    assert_eq!(count(&store, "SELECT count(*) FROM observables").await, 120);
+    let e = store
+        .record(
+            &header("r1", 40, 0, SnapshotMeasure::Weight, 0, 0),
+            &values(108, 1),
+        )
+        .unwrap_err();
+    assert!(matches!(e, Error::AlreadyExists(_)), "{e}");
+}
+
+#[tokio::test]
+async fn a_checkpoint_that_cannot_write_loses_nothing_and_the_next_one_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig::test_config(dir.path());
+    let store = Store::open(config.clone()).await.unwrap();
+    open(&store, "r1");
+    for p in 0..3 {
+        record_point(&store, "r1", p);
+    }
+    store.checkpoint().unwrap();
+    for p in 3..6 {
+        record_point(&store, "r1", p);
+    }
+    store
+        .record(
+            &header("r1", 6, 1, SnapshotMeasure::Weight, 0, 0),
+            &values(108, 6),
+        )
+        .unwrap();
+    // The `runs` folder becomes a file: the checkpoint fails after writing the observables.
+    let runs = dir.path().join("runs");
+    std::fs::rename(&runs, dir.path().join("runs.aside")).unwrap();
+    std::fs::write(&runs, b"in the way").unwrap();
+    let e = store.checkpoint().unwrap_err();
+    assert!(e.to_string().contains("runs"), "{e}");
+    assert_eq!(store.tail_rows(), 9, "the rows went back to memory");
+    assert_eq!(count(&store, "SELECT count(*) FROM observables").await, 18);
+    // More ingest after the failure goes on; then the process ends (as after a crash).
+    record_point(&store, "r1", 7);
+    drop(store);
+    std::fs::remove_file(&runs).unwrap();
+    std::fs::rename(dir.path().join("runs.aside"), &runs).unwrap();
+
+    let store = Store::open(config.clone()).await.unwrap();
+    assert_eq!(count(&store, "SELECT count(*) FROM observables").await, 21);
+    // The half-written checkpoint's Parquet file was an orphan: removed.
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("observables"))
+            .unwrap()
+            .count(),
+        1
+    );
+    let e = store
+        .record(
+            &header("r1", 6, 1, SnapshotMeasure::Weight, 0, 0),
+            &values(108, 6),
+        )
+        .unwrap_err();
+    assert!(matches!(e, Error::AlreadyExists(_)), "{e}");
+    store.checkpoint().unwrap();
+    assert_eq!(store.tail_rows(), 0);
+    drop(store);
+    let store = Store::open(config).await.unwrap();
+    assert_eq!(count(&store, "SELECT count(*) FROM observables").await, 21);
+    let images: Vec<String> = std::fs::read_dir(dir.path().join("wal"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".image"))
+        .collect();
+    assert_eq!(images.len(), 1, "{images:?}");
 }

@@ -16,15 +16,40 @@
 //! Measures (spec §1): `weight` — the layer's kernel (`weight_shape`); `act` — the layer's output
 //! on evaluation examples, `examples × activation_shape` values, the examples of one evaluation
 //! pass possibly spread over several snapshots; `gradavg` — one layer-wise activity change per
-//! example. A point's rows become queryable when the point is completed. Every message carries
-//! `protocol`; a server refuses a version it does not speak.
+//! example. A point's rows become queryable when the point is completed.
+//!
+//! Compatibility. Every message carries `protocol`, the version its sender speaks; a daemon
+//! accepts [`MIN_PROTOCOL_VERSION`] to [`PROTOCOL_VERSION`] and refuses others, naming its range
+//! ([`check_version`]). Fields a daemon does not know are ignored, so a new *optional* field
+//! (one whose absence means what older versions did) is added without a version change and
+//! without breaking older daemons; a change an older daemon must not ignore raises
+//! [`PROTOCOL_VERSION`] (and a daemon that drops an old version raises the minimum).
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// The protocol version this crate speaks.
+/// The protocol version this crate speaks (and the newest a daemon of this crate accepts).
 pub const PROTOCOL_VERSION: u32 = 1;
+/// The oldest protocol version a daemon of this crate accepts.
+pub const MIN_PROTOCOL_VERSION: u32 = 1;
+
+/// Whether a daemon of this crate accepts messages of protocol `version`; the refusal names
+/// the range it speaks.
+pub fn check_version(version: u32) -> Result<(), String> {
+    if (MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&version) {
+        Ok(())
+    } else {
+        Err(format!(
+            "protocol version {version} is not supported; this server speaks versions {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}{}",
+            if version > PROTOCOL_VERSION {
+                " (the client is newer: upgrade the daemon)"
+            } else {
+                " (the client is older: upgrade the client)"
+            }
+        ))
+    }
+}
 
 /// `DoAction` type that opens a run.
 pub const ACTION_OPEN_RUN: &str = "lrid.open_run";
@@ -56,7 +81,7 @@ pub const CHUNK_VALUES: usize = 1 << 20;
 
 /// Labels of a run: what is known of how the network is trained. All optional.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct RunLabels {
     /// `sgdm`, `adam`, `feedback`, `information`, … when known (virtual experiments).
     pub learning_rule: Option<String>,
@@ -71,7 +96,6 @@ pub struct RunLabels {
 
 /// Opens a run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct OpenRun {
     pub protocol: u32,
     pub run_id: String,
@@ -118,7 +142,6 @@ impl fmt::Display for Position {
 
 /// A layer of a run. The same index must always carry the same description.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct LayerInfo {
     pub index: u32,
     pub name: String,
@@ -160,7 +183,6 @@ impl SnapshotMeasure {
 
 /// The descriptor of a snapshot `DoPut`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SnapshotHeader {
     pub protocol: u32,
     pub run_id: String,
@@ -196,7 +218,6 @@ pub struct SnapshotAck {
 
 /// Completes a trajectory point: its rows become queryable.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct CompletePoint {
     pub protocol: u32,
     pub run_id: String,
@@ -219,7 +240,6 @@ pub struct CompletePoint {
 /// feedback kernel B and forward kernel W (rules with feedback weights); W₀, B₀ at
 /// initialisation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Diagnostic {
     pub layer_index: u32,
     pub name: String,
@@ -258,7 +278,6 @@ pub struct PointAck {
 
 /// Closes a run; points not completed are dropped.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct CloseRun {
     pub protocol: u32,
     pub run_id: String,
@@ -282,6 +301,32 @@ pub fn validate_run_id(run_id: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_range_of_versions_is_accepted_and_others_are_refused_naming_it() {
+        assert!(check_version(PROTOCOL_VERSION).is_ok());
+        assert!(check_version(MIN_PROTOCOL_VERSION).is_ok());
+        let e = check_version(PROTOCOL_VERSION + 1).unwrap_err();
+        assert!(
+            e.contains("speaks versions 1 to 1") && e.contains("upgrade the daemon"),
+            "{e}"
+        );
+        let e = check_version(0).unwrap_err();
+        assert!(e.contains("upgrade the client"), "{e}");
+    }
+
+    #[test]
+    fn optional_fields_an_older_daemon_does_not_know_are_ignored() {
+        let json = r#"{"protocol": 1, "run_id": "r", "labels": {"task": "shapes", "optimizer_state": "new"}, "priority": 3}"#;
+        let open: OpenRun = serde_json::from_str(json).unwrap();
+        assert_eq!(open.labels.task.as_deref(), Some("shapes"));
+        let json = r#"{"protocol": 1, "run_id": "r", "point": 2, "step": 7, "wall_time": 1.5}"#;
+        let done: CompletePoint = serde_json::from_str(json).unwrap();
+        assert_eq!((done.point, done.step), (2, Some(7)));
+        // A field this version knows, with the wrong type, is still refused.
+        let bad = r#"{"protocol": 1, "run_id": "r", "point": "two"}"#;
+        assert!(serde_json::from_str::<CompletePoint>(bad).is_err());
+    }
+
     use super::*;
 
     #[test]
@@ -403,7 +448,6 @@ pub struct IdentifierAck {
 
 /// The body of [`ACTION_DELETE_IDENTIFIER`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct DeleteIdentifier {
     pub name: String,
 }
