@@ -173,7 +173,8 @@ fn build_store(dir: &std::path::Path, runs: u32, layers: u32, points: u32) {
                 })
                 .unwrap();
         }
-        if r % 100 == 99 {
+        // A checkpoint every 10 runs: 100 files, as a daemon that ran for a while leaves them.
+        if r % 10 == 9 {
             store.checkpoint().unwrap();
         }
     }
@@ -200,7 +201,44 @@ fn query_latency() {
             t.elapsed().as_secs_f64()
         );
     }
-    let daemon = Daemon::start(&dir, &[]);
+    let files = |dir: &std::path::Path| {
+        let manifest: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap())
+                .unwrap();
+        manifest["observables"].as_array().unwrap().len()
+    };
+    let before = files(&dir);
+    let (lrid_before, duck_before) = query_latencies(&dir, points);
+    // Compacted (what the daemon does in the background once 8 small files have piled up).
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = rt
+        .block_on(Store::open(StoreConfig::test_config(&dir)))
+        .unwrap();
+    let t = Instant::now();
+    let report = store.compact().unwrap();
+    let compact_secs = t.elapsed().as_secs_f64();
+    drop(store);
+    let (lrid_after, duck_after) = query_latencies(&dir, points);
+    for (when, n, lrid, duck) in [
+        ("before compaction", before, lrid_before, duck_before),
+        ("after compaction", files(&dir), lrid_after, duck_after),
+    ] {
+        println!(
+            "query: trajectory of one layer of one run over {rows} rows ({runs} runs) in {n} file(s), {when}: lrid (Flight SQL, loopback) p50 {:.2} ms, DuckDB (in-process, same Parquet files) p50 {:.2} ms, ratio {:.2}× (target ≤ 1.0× after compaction)",
+            lrid * 1e3,
+            duck * 1e3,
+            lrid / duck
+        );
+    }
+    println!(
+        "query: compaction merged {:?} into {} file(s) ({} rows) in {compact_secs:.1} s",
+        report.merged, report.written, report.rows
+    );
+}
+
+/// p50 (s) of the trajectory query through `lrid serve` and through DuckDB on `dir`'s files.
+fn query_latencies(dir: &std::path::Path, points: u32) -> (f64, f64) {
+    let daemon = Daemon::start(dir, &[]);
     let query = "SELECT point, weightraw_median FROM observables WHERE run_id = 'run-0421' AND layer_index = 7 ORDER BY point";
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut times = rt.block_on(async {
@@ -231,43 +269,40 @@ fn query_latency() {
         times
     });
     times.sort();
-    let lrid_p50 = times[times.len() / 2];
+    let lrid_p50 = times[times.len() / 2].as_secs_f64();
     let python = std::env::var("LRID_PYTHON").unwrap_or_else(|_| {
         concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/python").to_string()
     });
+    // DuckDB reads exactly the files the manifest names.
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    let files: Vec<String> = manifest["observables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| format!("'{}/observables/{}'", dir.display(), f.as_str().unwrap()))
+        .collect();
     let script = format!(
         "import duckdb, time, statistics\n\
          con = duckdb.connect()\n\
-         q = \"\"\"{}\"\"\".replace('FROM observables', \"FROM read_parquet('{}/observables/*.parquet')\")\n\
+         q = \"\"\"{}\"\"\".replace('FROM observables', \"FROM read_parquet([{}])\")\n\
          ts = []\n\
          for i in range(32):\n    t = time.perf_counter(); r = con.execute(q).fetchall(); ts.append(time.perf_counter() - t)\n    assert len(r) == {points}\n\
          print(statistics.median(ts[2:]))\n",
         query,
-        dir.display()
+        files.join(", ")
     );
     let out = Command::new(&python)
         .args(["-c", &script])
         .output()
         .expect("run python");
-    if !out.status.success() {
-        println!(
-            "query: lrid p50 {:.2} ms; DuckDB not run: {}",
-            lrid_p50.as_secs_f64() * 1e3,
-            String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .last()
-                .unwrap_or("")
-        );
-        return;
-    }
-    let duck =
-        Duration::from_secs_f64(String::from_utf8_lossy(&out.stdout).trim().parse().unwrap());
-    println!(
-        "query: trajectory of one layer of one run over {rows} rows: lrid (Flight SQL, loopback) p50 {:.2} ms, DuckDB (in-process, same Parquet) p50 {:.2} ms, ratio {:.2}×",
-        lrid_p50.as_secs_f64() * 1e3,
-        duck.as_secs_f64() * 1e3,
-        lrid_p50.as_secs_f64() / duck.as_secs_f64()
+    assert!(
+        out.status.success(),
+        "DuckDB (pip install duckdb into the venv; make bench does): {}",
+        String::from_utf8_lossy(&out.stderr)
     );
+    let duck: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    (lrid_p50, duck)
 }
 
 /// p50 and p99 (ms) of a probe's snapshot acknowledgements while `writers` recorders load the

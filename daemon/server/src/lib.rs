@@ -234,6 +234,15 @@ impl Server {
                     Ok(Err(e)) => tracing::error!("checkpoint failed: {e}"),
                     Err(e) => tracing::error!("checkpoint task failed: {e}"),
                 }
+                // Small files merged in the background once enough have piled up.
+                let s = store.clone();
+                if s.needs_compaction() {
+                    match tokio::task::spawn_blocking(move || s.compact()).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => tracing::error!("compaction failed: {e}"),
+                        Err(e) => tracing::error!("compaction task failed: {e}"),
+                    }
+                }
             }
         });
         // TCP_NODELAY on every accepted socket (the builder's flag only applies to sockets it

@@ -15,7 +15,8 @@
 //! log and synced before it is acknowledged, so a crash at any moment loses nothing
 //! acknowledged: restart replays the log. A checkpoint moves completed rows to Parquet, writes
 //! the image of what is still pending and moves the log on to a new segment, writing its files
-//! outside the store lock ([`Store::checkpoint`]).
+//! outside the store lock ([`Store::checkpoint`]). Small Parquet files are merged in the
+//! background into files sorted by run, point and layer ([`Store::compact`]).
 //!
 //! On disk, under the data folder:
 //!
@@ -46,7 +47,7 @@ pub use identifications::{
     IDENTIFICATION_ROWS_TABLE, IDENTIFICATIONS_SCHEMA, IDENTIFICATIONS_VIEW, IdentificationRow,
     probability_column,
 };
-pub use state::{ModelConfig, PointCompleted, PointListener, Store, StoreConfig};
+pub use state::{CompactReport, ModelConfig, PointCompleted, PointListener, Store, StoreConfig};
 pub use tables::{DIAGNOSTICS_SCHEMA, LAYERS_SCHEMA, OBSERVABLES_SCHEMA, RUNS_SCHEMA};
 
 /// Errors of the store. The server maps each kind to one Flight status.

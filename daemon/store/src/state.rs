@@ -79,6 +79,11 @@ pub struct StoreConfig {
     pub sync: bool,
     /// Extra SQL views: every `*.sql` file in this folder is run at start.
     pub queries_dir: Option<PathBuf>,
+    /// Compact once a table has this many Parquet files smaller than `compact_target_bytes`
+    /// (they are merged, sorted by run, point and layer); 0: never in the background.
+    pub compact_min_files: usize,
+    /// A compacted file holds files up to about this size.
+    pub compact_target_bytes: u64,
 }
 
 impl Default for StoreConfig {
@@ -89,6 +94,8 @@ impl Default for StoreConfig {
             flush_rows: 50_000,
             sync: true,
             queries_dir: None,
+            compact_min_files: 8,
+            compact_target_bytes: 256 << 20,
         }
     }
 }
@@ -247,6 +254,21 @@ struct Inner {
     manifest: Manifest,
     /// Log records appended since the last checkpoint.
     dirty: bool,
+    /// Files a compaction replaced, kept until no query planned before it can still read them.
+    retired: Vec<(PathBuf, std::time::Instant)>,
+}
+
+/// How long files a compaction replaced stay on disk for the queries that may still read them.
+const RETIRED_FILES_KEPT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// What one [`Store::compact`] did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct CompactReport {
+    /// Files merged, per table.
+    pub merged: Vec<(&'static str, usize)>,
+    /// Files written.
+    pub written: usize,
+    pub rows: usize,
 }
 
 /// The store: ingest, durability and SQL. Share it behind an `Arc`; every method may be called
@@ -362,7 +384,7 @@ impl Store {
                 ..Manifest::default()
             }
         };
-        remove_orphans(&dir, &manifest)?;
+        remove_orphans(&dir, &manifest, &[])?;
 
         let mut runs: BTreeMap<String, RunState> = BTreeMap::new();
         if let Some(f) = &manifest.runs {
@@ -422,6 +444,7 @@ impl Store {
                 identifications: Vec::new(),
                 manifest,
                 dirty: !replay.is_empty(),
+                retired: Vec::new(),
             }),
             view: view.clone(),
             ctx: SessionContext::new_with_config(
@@ -1260,6 +1283,7 @@ impl Store {
             return Err(e);
         }
         inner.manifest = manifest.clone();
+        let retired = inner.still_retired();
         // The new files replace the taken rows' batches in one step: O(1), nothing rebuilt.
         {
             let mut view = self.view.write().expect("query view lock");
@@ -1269,7 +1293,7 @@ impl Store {
             view.identifications_tail.drain(..published.2);
         }
         drop(inner);
-        remove_orphans(&self.dir, &manifest)?;
+        remove_orphans(&self.dir, &manifest, &retired)?;
         tracing::debug!(rows = taken.0.len(), seq, "checkpoint");
         Ok(())
     }
@@ -1337,19 +1361,175 @@ impl Store {
         manifest.wal_image = Some(segment);
         manifest.next_seq = seq + 1;
         manifest.format = MANIFEST_FORMAT;
-        let path = self.dir.join("manifest.json");
-        let tmp = self.dir.join("manifest.json.tmp");
-        std::fs::write(
-            &tmp,
-            serde_json::to_vec_pretty(&*manifest).expect("manifest"),
-        )
-        .map_err(|e| Error::io(&tmp, e))?;
-        std::fs::File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
-        crate::wal::sync_dir(&self.dir)
+        write_manifest(&self.dir, manifest)
     }
+}
+
+impl Inner {
+    /// The retired files still kept; forgets those kept long enough (the caller removes them).
+    fn still_retired(&mut self) -> Vec<PathBuf> {
+        self.retired
+            .retain(|(_, at)| at.elapsed() < RETIRED_FILES_KEPT);
+        self.retired.iter().map(|(p, _)| p.clone()).collect()
+    }
+}
+
+impl Store {
+    /// Whether a table has enough small files for [`Store::compact`] to run in the background
+    /// (`compact_min_files`).
+    pub fn needs_compaction(&self) -> bool {
+        if self.config.compact_min_files == 0 {
+            return false;
+        }
+        let manifest = self.inner.lock().expect("store lock").manifest.clone();
+        [
+            ("observables", &manifest.observables),
+            ("diagnostics", &manifest.diagnostics),
+        ]
+        .iter()
+        .any(|(sub, files)| {
+            self.small_files(sub, files).len() >= self.config.compact_min_files.max(2)
+        })
+    }
+
+    /// The files of `names` (in `sub`) smaller than the compaction target, in order.
+    fn small_files(&self, sub: &str, names: &[String]) -> Vec<String> {
+        names
+            .iter()
+            .filter(|n| {
+                std::fs::metadata(self.dir.join(sub).join(n))
+                    .is_ok_and(|m| m.len() < self.config.compact_target_bytes)
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Merges the small Parquet files of `observables` and `diagnostics` (those under
+    /// `compact_target_bytes`) into files sorted by run, point and layer, so that a trajectory
+    /// query reads few row groups. Like a checkpoint it writes outside the store lock and swaps
+    /// the manifest and the query view in one step: a query sees the old files or the new
+    /// ones, never both, never neither; the old files stay on disk for a while
+    /// ([`RETIRED_FILES_KEPT`]) for queries planned before the swap. Runs beside ingest and
+    /// queries; waits for a running checkpoint (and a checkpoint for it).
+    pub fn compact(&self) -> Result<CompactReport> {
+        let _one = self.checkpointing.lock().expect("checkpoint lock");
+        let mut manifest = self.inner.lock().expect("store lock").manifest.clone();
+        let mut report = CompactReport::default();
+        let mut replaced: Vec<PathBuf> = Vec::new();
+        for (sub, schema, keys) in [
+            (
+                "observables",
+                &*OBSERVABLES_SCHEMA,
+                &["run_id", "point", "layer_index", "model"][..],
+            ),
+            (
+                "diagnostics",
+                &*DIAGNOSTICS_SCHEMA,
+                &["run_id", "point", "layer_index", "name"][..],
+            ),
+        ] {
+            let names = match sub {
+                "observables" => manifest.observables.clone(),
+                _ => manifest.diagnostics.clone(),
+            };
+            let small = self.small_files(sub, &names);
+            if small.len() < 2 {
+                continue;
+            }
+            // Runs of small files up to the target size, one output each.
+            let mut groups: Vec<Vec<String>> = vec![Vec::new()];
+            let mut size = 0u64;
+            for name in &small {
+                let path = self.dir.join(sub).join(name);
+                let len = std::fs::metadata(&path)
+                    .map_err(|e| Error::io(&path, e))?
+                    .len();
+                if size + len > self.config.compact_target_bytes
+                    && !groups.last().expect("a group").is_empty()
+                {
+                    groups.push(Vec::new());
+                    size = 0;
+                }
+                size += len;
+                groups.last_mut().expect("a group").push(name.clone());
+            }
+            let mut merged_away: Vec<String> = Vec::new();
+            let mut written: Vec<String> = Vec::new();
+            for group in groups.into_iter().filter(|g| g.len() >= 2) {
+                let mut batches = Vec::new();
+                for name in &group {
+                    batches.extend(read_parquet(&self.dir.join(sub).join(name), None)?);
+                }
+                let all = arrow::compute::concat_batches(schema, &batches)?;
+                report.rows += all.num_rows();
+                let sorted = sort_by(&all, keys)?;
+                let name = format!("part-{:08}.parquet", manifest.next_seq);
+                manifest.next_seq += 1;
+                crate::tables::write_parquet_sorted(
+                    &self.dir.join(sub).join(&name),
+                    schema,
+                    &[sorted],
+                )?;
+                report.written += 1;
+                replaced.extend(group.iter().map(|n| self.dir.join(sub).join(n)));
+                merged_away.extend(group);
+                written.push(name);
+            }
+            if merged_away.is_empty() {
+                continue;
+            }
+            report.merged.push((
+                if sub == "observables" {
+                    "observables"
+                } else {
+                    "diagnostics"
+                },
+                merged_away.len(),
+            ));
+            let mut kept: Vec<String> = names
+                .into_iter()
+                .filter(|n| !merged_away.contains(n))
+                .collect();
+            kept.extend(written);
+            match sub {
+                "observables" => manifest.observables = kept,
+                _ => manifest.diagnostics = kept,
+            }
+        }
+        if report.written == 0 {
+            return Ok(report);
+        }
+        manifest.format = MANIFEST_FORMAT;
+        write_manifest(&self.dir, &manifest)?;
+        let mut inner = self.inner.lock().expect("store lock");
+        inner.manifest = manifest.clone();
+        let now = std::time::Instant::now();
+        inner
+            .retired
+            .extend(replaced.iter().map(|p| (p.clone(), now)));
+        let retired = inner.still_retired();
+        {
+            let mut view = self.view.write().expect("query view lock");
+            self.publish_files(&mut view, &manifest);
+        }
+        drop(inner);
+        remove_orphans(&self.dir, &manifest, &retired)?;
+        tracing::info!(merged = ?report.merged, written = report.written, rows = report.rows, "compacted");
+        Ok(report)
+    }
+}
+
+/// Writes `manifest.json` durably and atomically (a temporary file, synced, renamed).
+fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<()> {
+    let path = dir.join("manifest.json");
+    let tmp = dir.join("manifest.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(manifest).expect("manifest"))
+        .map_err(|e| Error::io(&tmp, e))?;
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+    crate::wal::sync_dir(dir)
 }
 
 /// What a replay needs of the runs still open: their opening and every pending snapshot.
@@ -1439,7 +1619,9 @@ fn sort_by(batch: &RecordBatch, keys: &[&str]) -> Result<RecordBatch> {
 }
 
 /// Deletes files of interrupted or superseded checkpoints.
-fn remove_orphans(dir: &Path, manifest: &Manifest) -> Result<()> {
+/// Removes the files of the tables and the log that `manifest` does not name, but for
+/// `retired` (files a compaction replaced that a running query may still read).
+fn remove_orphans(dir: &Path, manifest: &Manifest, retired: &[PathBuf]) -> Result<()> {
     for (sub, keep) in [
         (
             "observables",
@@ -1456,7 +1638,7 @@ fn remove_orphans(dir: &Path, manifest: &Manifest) -> Result<()> {
         };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if !keep.contains(&name) {
+            if !keep.contains(&name) && !retired.contains(&e.path()) {
                 std::fs::remove_file(e.path()).map_err(|err| Error::io(&e.path(), err))?;
             }
         }

@@ -279,13 +279,32 @@ pub(crate) fn write_parquet(
     schema: &SchemaRef,
     batches: &[RecordBatch],
 ) -> Result<()> {
+    write_parquet_rows(path, schema, batches, 256 * 1024)
+}
+
+/// [`write_parquet`] for rows sorted by run: row groups of 32k rows, so that the row groups'
+/// statistics let a query of one run skip all but a few.
+pub(crate) fn write_parquet_sorted(
+    path: &Path,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+) -> Result<()> {
+    write_parquet_rows(path, schema, batches, 32 * 1024)
+}
+
+fn write_parquet_rows(
+    path: &Path,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    row_group_rows: usize,
+) -> Result<()> {
     let dir = path.parent().expect("a file in a folder");
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let tmp = path.with_extension("parquet.tmp");
     let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("level 1")))
-        .set_max_row_group_row_count(Some(256 * 1024))
+        .set_max_row_group_row_count(Some(row_group_rows))
         .build();
     let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(props))?;
     for b in batches {

@@ -939,3 +939,100 @@ async fn a_checkpoint_that_cannot_write_loses_nothing_and_the_next_one_succeeds(
         .collect();
     assert_eq!(images.len(), 1, "{images:?}");
 }
+
+/// Every observable row of runs other than `late`, sorted, as text: to compare the table before
+/// and after a change of files.
+async fn all_rows(store: &Store) -> Vec<String> {
+    let batches = query(
+        store,
+        "SELECT * FROM observables WHERE run_id <> 'late' ORDER BY run_id, point, layer_index, model",
+    )
+    .await;
+    let text = arrow::util::pretty::pretty_format_batches(&batches)
+        .unwrap()
+        .to_string();
+    text.lines().map(str::to_string).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_beside_ingest_and_queries_changes_no_row_and_merges_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = StoreConfig::test_config(dir.path());
+    config.compact_min_files = 4;
+    let store = Store::open(config.clone()).await.unwrap();
+    for r in 0..6 {
+        let run = format!("r{r}");
+        open(&store, &run);
+        for p in 0..3 {
+            record_point(&store, &run, p);
+        }
+        store.checkpoint().unwrap();
+    }
+    let parquet = |sub: &str| {
+        std::fs::read_dir(dir.path().join(sub))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".parquet")
+            })
+            .count()
+    };
+    assert_eq!(parquet("observables"), 6);
+    assert!(store.needs_compaction());
+    let before = all_rows(&store).await;
+    assert_eq!(count(&store, "SELECT count(*) FROM observables").await, 54);
+
+    // Compaction in a thread, while a run is recorded and queries run: every query sees every
+    // acknowledged row exactly once.
+    let compaction = {
+        let store = store.clone();
+        std::thread::spawn(move || store.compact().unwrap())
+    };
+    open(&store, "late");
+    for p in 0..5 {
+        record_point(&store, "late", p);
+        let n = count(&store, "SELECT count(*) FROM observables").await;
+        assert_eq!(n, 54 + 3 * (p as i64 + 1));
+    }
+    let report = compaction.join().unwrap();
+    assert_eq!(report.merged, [("observables", 6)]);
+    assert_eq!((report.written, report.rows), (1, 54));
+    assert!(!store.needs_compaction());
+    assert_eq!(
+        all_rows(&store).await,
+        before,
+        "the same rows, the same values"
+    );
+    // One compacted file (the replaced ones stay a while for running queries).
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["observables"].as_array().unwrap().len(), 1);
+    assert_eq!(parquet("observables"), 7);
+    store.checkpoint().unwrap();
+    drop(store);
+
+    // After a restart: the same rows, and the replaced files are gone.
+    let store = Store::open(config).await.unwrap();
+    assert_eq!(
+        count(&store, "SELECT count(*) FROM observables").await,
+        54 + 15
+    );
+    assert_eq!(all_rows(&store).await, before);
+    assert_eq!(parquet("observables"), 2);
+    // The compacted file is sorted by run, point and layer.
+    let b = query(
+        &store,
+        "SELECT count(*) FROM observables WHERE run_id = 'r3' AND point = 1",
+    )
+    .await;
+    assert_eq!(
+        b[0].column(0)
+            .as_primitive::<arrow::datatypes::Int64Type>()
+            .value(0),
+        3
+    );
+}
