@@ -855,15 +855,23 @@ impl Store {
         check_diagnostics(msg, &run.layers)?;
         let before = inner.tail.len();
         let diagnostics_before = inner.diagnostics.len();
-        self.commit(
-            &mut inner,
-            Record::CompletePoint {
-                run_id: msg.run_id.clone(),
-                point: msg.point,
-                step: msg.step,
-                diagnostics: msg.diagnostics.clone(),
-            },
+        // The rows first: a point whose statistics cannot be finished is refused before it is
+        // logged, so that a replay never meets a record it cannot apply.
+        let (rows, diagnostics) = self.completion(
+            &inner,
+            &msg.run_id,
+            msg.point,
+            msg.step,
+            msg.diagnostics.clone(),
         )?;
+        inner.wal.append(&[Record::CompletePoint {
+            run_id: msg.run_id.clone(),
+            point: msg.point,
+            step: msg.step,
+            diagnostics: msg.diagnostics.clone(),
+        }])?;
+        inner.dirty = true;
+        finish_completion(&mut inner, &msg.run_id, msg.point, rows, diagnostics);
         let rows = (inner.tail.len() - before) as u64;
         // Publish only the new rows: queries see them at once, nothing is rebuilt.
         let batch = observables_batch(&inner.tail[before..]);
@@ -1048,36 +1056,9 @@ impl Store {
                 step,
                 diagnostics,
             } => {
-                let Some(run) = inner.runs.get_mut(&run_id) else {
-                    return Err(Error::Corrupt(format!(
-                        "the log completes a point of unknown run '{run_id}'"
-                    )));
-                };
-                let pending = run.pending.remove(&point).unwrap_or_default();
-                run.completed.insert(point);
-                let rows = self.rows(&run_id, point, step, &run.layers, &pending)?;
-                let diagnostics = diagnostics
-                    .into_iter()
-                    .map(|d| {
-                        let layer = run.layers.get(&d.layer_index).ok_or_else(|| {
-                            Error::Corrupt(format!(
-                                "the log holds a diagnostic of unknown layer {} of run '{run_id}'",
-                                d.layer_index
-                            ))
-                        })?;
-                        Ok(DiagnosticRow {
-                            run_id: run_id.clone(),
-                            point,
-                            step,
-                            layer_index: d.layer_index,
-                            layer_name: layer.name.clone(),
-                            name: d.name,
-                            value: d.value,
-                        })
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                inner.tail.extend(rows);
-                inner.diagnostics.extend(diagnostics);
+                let (rows, diagnostics) =
+                    self.completion(inner, &run_id, point, step, diagnostics)?;
+                finish_completion(inner, &run_id, point, rows, diagnostics);
             }
             Record::Identifications { rows } => inner.identifications.extend(rows),
             Record::CloseRun { run_id, at_ms } => {
@@ -1096,6 +1077,47 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// The rows a point's completion adds (observables and diagnostics), from the state
+    /// before it; nothing changes.
+    fn completion(
+        &self,
+        inner: &Inner,
+        run_id: &str,
+        point: u32,
+        step: Option<i64>,
+        diagnostics: Vec<Diagnostic>,
+    ) -> Result<(Vec<ObservableRow>, Vec<DiagnosticRow>)> {
+        let Some(run) = inner.runs.get(run_id) else {
+            return Err(Error::Corrupt(format!(
+                "the log completes a point of unknown run '{run_id}'"
+            )));
+        };
+        let empty = PendingPoint::default();
+        let pending = run.pending.get(&point).unwrap_or(&empty);
+        let rows = self.rows(run_id, point, step, &run.layers, pending)?;
+        let diagnostics = diagnostics
+            .into_iter()
+            .map(|d| {
+                let layer = run.layers.get(&d.layer_index).ok_or_else(|| {
+                    Error::Corrupt(format!(
+                        "the log holds a diagnostic of unknown layer {} of run '{run_id}'",
+                        d.layer_index
+                    ))
+                })?;
+                Ok(DiagnosticRow {
+                    run_id: run_id.to_string(),
+                    point,
+                    step,
+                    layer_index: d.layer_index,
+                    layer_name: layer.name.clone(),
+                    name: d.name,
+                    value: d.value,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok((rows, diagnostics))
     }
 
     /// The rows of a completed point: one per layer × model.
@@ -1530,6 +1552,22 @@ fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<()> {
         .map_err(|e| Error::io(&tmp, e))?;
     std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
     crate::wal::sync_dir(dir)
+}
+
+/// Applies a point's completion whose rows [`Store::completion`] made: cannot fail.
+fn finish_completion(
+    inner: &mut Inner,
+    run_id: &str,
+    point: u32,
+    rows: Vec<ObservableRow>,
+    diagnostics: Vec<DiagnosticRow>,
+) {
+    if let Some(run) = inner.runs.get_mut(run_id) {
+        run.pending.remove(&point);
+        run.completed.insert(point);
+    }
+    inner.tail.extend(rows);
+    inner.diagnostics.extend(diagnostics);
 }
 
 /// What a replay needs of the runs still open: their opening and every pending snapshot.
