@@ -153,6 +153,9 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             .await?
             .with_actions(identify);
         let addr = server.local_addr();
+        // The SIGTERM handler is in place before the address is announced: a script that stops
+        // the daemon as soon as it reads the line gets a clean shutdown, not the default kill.
+        let shutdown = shutdown_signal()?;
         // The first line on stdout: tests and scripts read the address from it.
         println!(
             "lrid serve listening on {addr} (data in {})",
@@ -160,18 +163,21 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         );
         std::io::stdout().flush().ok();
         tracing::info!(%addr, data = %store.dir().display(), "serving");
-        server.run(shutdown_signal()).await?;
+        server.run(shutdown).await?;
         tracing::info!("stopped; everything acknowledged is in the store");
         Ok(())
     })
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGINT or SIGTERM; the SIGTERM handler is installed when this is called.
+fn shutdown_signal() -> Result<impl Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term.recv() => {},
-    }
-    tracing::info!("shutting down: finishing calls in progress, then a checkpoint");
+    let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = term.recv() => {},
+        }
+        tracing::info!("shutting down: finishing calls in progress, then a checkpoint");
+    })
 }
