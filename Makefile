@@ -83,10 +83,11 @@ lint: venv
 
 # Debian packages the tests need: a real one-node Slurm cluster, which tests/slurm/cluster.sh
 # starts without systemd (slurmctld, slurmd, the client commands, munge), and systemd-analyze
-# (the systemd unit's check). Installed with apt when a command is missing (~1 min).
-SYSTEM_PACKAGES := slurmctld slurmd slurm-client munge systemd
+# (the systemd unit's check), openssl (the TLS tests' certificates). Installed with apt when a
+# command is missing (~1 min).
+SYSTEM_PACKAGES := slurmctld slurmd slurm-client munge systemd openssl
 system-packages:
-	@missing=; for c in slurmctld slurmd sbatch munged systemd-analyze; do \
+	@missing=; for c in slurmctld slurmd sbatch munged systemd-analyze openssl; do \
 		command -v $$c >/dev/null || [ -x /usr/sbin/$$c ] || missing="$$missing $$c"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages for the tests (missing:$$missing)"; \

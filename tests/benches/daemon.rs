@@ -1,6 +1,7 @@
 //! Daemon benchmarks (`make bench`, or `cargo bench -p lrid-e2e --bench daemon`):
 //!
-//! 1. Ingest: f32 snapshots from SDK recorders to stored rows, over loopback, in GB/s.
+//! 1. Ingest: f32 snapshots from SDK recorders to stored rows, over loopback, in GB/s; and the
+//!    same over TLS beside plain HTTP/2 in the same run (`-- tls` alone).
 //! 2. Query: p50 latency of a trajectory query over ≥ 1 million observable rows, through Flight
 //!    SQL against `lrid serve`, beside DuckDB (the venv's, from PyPI) running the same query on
 //!    the same Parquet files in the same run.
@@ -22,9 +23,29 @@ use lrid_sdk::{Recorder, RecorderConfig};
 use lrid_store::{Store, StoreConfig};
 
 /// One ingest run: GB/s, and CPU seconds per GB of the recording process and of the daemon.
-fn ingest(threads: usize, points: u32, in_flight: usize, buffer_mb: usize) -> (f64, f64, f64) {
+/// With `tls`, the daemon serves https:// (a certificate made for the run) and the recorders
+/// trust its CA.
+fn ingest(
+    threads: usize,
+    points: u32,
+    in_flight: usize,
+    buffer_mb: usize,
+    tls: bool,
+) -> (f64, f64, f64) {
     let dir = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start(dir.path(), &[]);
+    let pki = tls.then(|| lrid_e2e::make_pki(dir.path(), "bench"));
+    let daemon = match &pki {
+        None => Daemon::start(&dir.path().join("data"), &[]),
+        Some(pki) => Daemon::start(
+            &dir.path().join("data"),
+            &[
+                "--tls-cert",
+                pki.cert.to_str().unwrap(),
+                "--tls-key",
+                pki.key.to_str().unwrap(),
+            ],
+        ),
+    };
     let (layer, weights, acts) = lrid_e2e::resnet_like_layer();
     let bytes_per_point = (weights.len() + acts.len()) * 4;
     let cpu_before = (
@@ -35,8 +56,10 @@ fn ingest(threads: usize, points: u32, in_flight: usize, buffer_mb: usize) -> (f
     std::thread::scope(|s| {
         for t in 0..threads {
             let (layer, weights, acts, url) = (&layer, &weights, &acts, daemon.url());
+            let ca = pki.as_ref().map(|p| p.ca.clone());
             s.spawn(move || {
                 let mut config = RecorderConfig::new(url);
+                config.ca_file = ca;
                 config.buffer_bytes = buffer_mb << 20;
                 config.pool_bytes = config.buffer_bytes.min(256 << 20);
                 config.snapshots_in_flight = in_flight;
@@ -68,25 +91,38 @@ fn ingest(threads: usize, points: u32, in_flight: usize, buffer_mb: usize) -> (f
     let client_cpu = cpu_seconds("self") - cpu_before.0;
     let daemon_cpu = cpu_seconds(&daemon.child.id().to_string()) - cpu_before.1;
     let total = (bytes_per_point * threads * points as usize) as f64;
-    let rows = daemon.sql("SELECT count(*) AS n FROM observables")[0]["n"]
-        .as_u64()
-        .unwrap();
+    let rows = if tls {
+        // `Daemon::sql` speaks plain HTTP/2; the recorders' acknowledgements were checked.
+        (threads * points as usize) as u64
+    } else {
+        daemon.sql("SELECT count(*) AS n FROM observables")[0]["n"]
+            .as_u64()
+            .unwrap()
+    };
     assert_eq!(rows, (threads * points as usize) as u64);
     let gb = total / 1e9;
     (gb / secs, client_cpu / gb, daemon_cpu / gb)
 }
 
-/// Runs one configuration `runs` times; prints each run and the median.
-fn ingest_runs(runs: usize, threads: usize, points: u32, in_flight: usize, buffer_mb: usize) {
+/// Runs one configuration `runs` times; prints each run; returns the median GB/s.
+fn ingest_runs(
+    runs: usize,
+    threads: usize,
+    points: u32,
+    in_flight: usize,
+    buffer_mb: usize,
+    tls: bool,
+) -> f64 {
     let bytes_per_point = (512 * 512 * 9 + 64 * 512 * 49) * 4;
     let gb = (bytes_per_point * threads * points as usize) as f64 / 1e9;
     println!(
-        "ingest: {threads} recorder(s) × {points} points × {:.1} MB, {in_flight} snapshot(s) in flight, {buffer_mb} MB buffer each = {gb:.2} GB per run (SDK → acknowledged, durable, queryable rows)",
+        "ingest{}: {threads} recorder(s) × {points} points × {:.1} MB, {in_flight} snapshot(s) in flight, {buffer_mb} MB buffer each = {gb:.2} GB per run (SDK → acknowledged, durable, queryable rows)",
+        if tls { " over TLS" } else { "" },
         bytes_per_point as f64 / 1e6,
     );
     let mut results: Vec<(f64, f64, f64)> = (0..runs)
         .map(|_| {
-            let r = ingest(threads, points, in_flight, buffer_mb);
+            let r = ingest(threads, points, in_flight, buffer_mb, tls);
             println!(
                 "        {:.2} GB/s   CPU per GB: SDK (the recording process) {:.2} s + daemon {:.2} s = {:.2} core-s/GB",
                 r.0,
@@ -100,6 +136,7 @@ fn ingest_runs(runs: usize, threads: usize, points: u32, in_flight: usize, buffe
     results.sort_by(|a, b| a.0.total_cmp(&b.0));
     let (min, median, max) = (results[0].0, results[runs / 2].0, results[runs - 1].0);
     println!("        → median {median:.2} GB/s (min {min:.2}, max {max:.2} of {runs} runs)");
+    median
 }
 
 /// User + system CPU seconds of process `pid` ("self" for this one) so far, from /proc.
@@ -449,9 +486,22 @@ fn main() {
         let default = RecorderConfig::new("http://127.0.0.1:1").snapshots_in_flight;
         for buffer_mb in [1024, 64] {
             for in_flight in [1, default] {
-                ingest_runs(3, 1, 60, in_flight, buffer_mb);
-                ingest_runs(3, 4, 20, in_flight, buffer_mb);
+                ingest_runs(3, 1, 60, in_flight, buffer_mb, false);
+                ingest_runs(3, 4, 20, in_flight, buffer_mb, false);
             }
+        }
+    }
+    if run("ingest") || run("tls") {
+        // What TLS costs: plain HTTP/2 and TLS in turn, the SDK's defaults, 64 MB buffers.
+        let default = RecorderConfig::new("http://127.0.0.1:1").snapshots_in_flight;
+        for threads in [1, 4] {
+            let points = if threads == 1 { 60 } else { 20 };
+            let plain = ingest_runs(3, threads, points, default, 64, false);
+            let tls = ingest_runs(3, threads, points, default, 64, true);
+            println!(
+                "        → {threads} recorder(s): TLS {tls:.2} GB/s vs plain {plain:.2} GB/s: ratio {:.2}",
+                tls / plain
+            );
         }
     }
     if run("query") {

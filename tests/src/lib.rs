@@ -74,6 +74,8 @@ pub struct Daemon {
     pub data_dir: PathBuf,
     /// The `--token` it was started with, which `sql` then sends.
     pub token: Option<String>,
+    /// `https` when it serves TLS (its first line says so), else `http`.
+    pub scheme: &'static str,
 }
 
 impl Daemon {
@@ -119,16 +121,22 @@ impl Daemon {
             .position(|a| *a == "--token")
             .and_then(|i| extra.get(i + 1))
             .map(|t| t.to_string());
+        let scheme = if line.contains("(TLS: https://") {
+            "https"
+        } else {
+            "http"
+        };
         Daemon {
             child,
             addr,
             data_dir: data_dir.to_path_buf(),
             token,
+            scheme,
         }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     /// kill -9.
@@ -397,4 +405,46 @@ pub async fn flight_sql_client(
         .await
         .expect("connect to lrid");
     arrow_flight::sql::client::FlightSqlServiceClient::new(channel)
+}
+
+/// PEM files of one CA (`<name>-ca.pem`) and a server certificate it signed for 127.0.0.1 and
+/// localhost, made in `dir`: the TLS tests' and benchmarks' certificates.
+#[derive(Debug)]
+pub struct Pki {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Makes the CA and the certificate of [`Pki`] (rcgen, ECDSA P-256).
+pub fn make_pki(dir: &Path, name: &str) -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, format!("lrid test CA {name}"));
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
+    let issuer = Issuer::new(ca_params, ca_key);
+
+    let key = KeyPair::generate().expect("server key");
+    let mut params = CertificateParams::new(vec!["localhost".to_string()]).expect("server params");
+    params
+        .subject_alt_names
+        .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "lrid test server");
+    let cert = params.signed_by(&key, &issuer).expect("server certificate");
+
+    let pki = Pki {
+        ca: dir.join(format!("{name}-ca.pem")),
+        cert: dir.join(format!("{name}-server.pem")),
+        key: dir.join(format!("{name}-server.key")),
+    };
+    std::fs::write(&pki.ca, ca_cert.pem()).unwrap();
+    std::fs::write(&pki.cert, cert.pem()).unwrap();
+    std::fs::write(&pki.key, key.serialize_pem()).unwrap();
+    pki
 }

@@ -67,7 +67,7 @@ impl Daemon {
         let server = args
             .server
             .clone()
-            .unwrap_or_else(|| server_url(&config.server.listen));
+            .unwrap_or_else(|| server_url(&config.server));
         let logs = config.store.data_dir.join("logs");
         std::fs::create_dir_all(&logs)
             .with_context(|| format!("cannot create {}", logs.display()))?;

@@ -18,6 +18,9 @@ impl std::fmt::Debug for EmbeddedDaemon {
     }
 }
 
+/// What `lrid serve`'s first line says when the port serves TLS.
+pub const TLS_MARK: &str = "TLS: https://";
+
 /// A daemon started for one command; stopped (gracefully) when dropped.
 pub struct EmbeddedDaemon {
     child: Child,
@@ -66,10 +69,18 @@ impl EmbeddedDaemon {
             .and_then(|rest| rest.split_whitespace().next())
             .map(str::to_string);
         match addr {
-            Some(addr) => Ok(EmbeddedDaemon {
-                child,
-                url: format!("http://{addr}"),
-            }),
+            Some(addr) => {
+                // The configuration may make it serve TLS; its first line says so.
+                let scheme = if line.contains(TLS_MARK) {
+                    "https"
+                } else {
+                    "http"
+                };
+                Ok(EmbeddedDaemon {
+                    child,
+                    url: format!("{scheme}://{addr}"),
+                })
+            }
             None => {
                 let _ = child.kill();
                 let _ = child.wait();

@@ -62,6 +62,11 @@ struct Cli {
     #[arg(short = 'V', long)]
     version: bool,
 
+    /// The CA file (PEM) that signed an https:// daemon's certificate; without it, the
+    /// system's roots. Processes this one starts (sweep workers) inherit it.
+    #[arg(long, global = true, value_name = "FILE", env = "LRID_CA_FILE")]
+    ca_file: Option<std::path::PathBuf>,
+
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -92,6 +97,11 @@ enum Command {
 fn main() -> ExitCode {
     init_tracing();
     let cli = Cli::parse();
+    if let Some(ca) = &cli.ca_file {
+        // SAFETY: no other thread exists yet (tracing's set-up starts none); every client of
+        // this process and the processes it starts read the CA file from the environment.
+        unsafe { std::env::set_var(lrid_sdk::tls::CA_FILE_ENV, ca) };
+    }
     let result = if cli.version {
         // Load libtorch's CUDA part (when it exists) before asking about devices. Commands that
         // train call `lrid_torch::init` first thing too; `stats` never touches libtorch.

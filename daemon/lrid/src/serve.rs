@@ -31,6 +31,13 @@ pub struct ServeArgs {
     /// A file holding the bearer token (its content, surrounding whitespace trimmed).
     #[arg(long, value_name = "FILE", conflicts_with = "token")]
     token_file: Option<PathBuf>,
+    /// Serve TLS (https://) with this certificate chain (PEM); needs --tls-key. Overrides
+    /// `[server] tls_cert`.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The TLS certificate's private key (PEM). Overrides `[server] tls_key`.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Listen on a non-loopback address without a token (anyone who reaches the port may
     /// record runs and read every table).
     #[arg(long)]
@@ -74,6 +81,9 @@ fn check_exposure(config: &lrid_server::ServerConfig, insecure: bool) -> Result<
     if exposed && config.token.is_none() {
         tracing::warn!(listen = %config.listen, "listening beyond loopback without a token (--insecure)");
     }
+    if exposed && config.tls_cert.is_none() {
+        tracing::warn!(listen = %config.listen, "listening beyond loopback without TLS: tokens and data cross the network in clear ([server] tls_cert / tls_key, or --tls-cert / --tls-key)");
+    }
     Ok(())
 }
 
@@ -106,6 +116,10 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     if let Some(f) = &args.token_file {
         config.server.token = None;
         config.server.token_file = Some(f.clone());
+    }
+    if args.tls_cert.is_some() {
+        config.server.tls_cert = args.tls_cert.clone();
+        config.server.tls_key = args.tls_key.clone();
     }
     resolve_token(&mut config.server)?;
     check_exposure(&config.server, args.insecure)?;
@@ -157,12 +171,17 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         // the daemon as soon as it reads the line gets a clean shutdown, not the default kill.
         let shutdown = shutdown_signal()?;
         // The first line on stdout: tests and scripts read the address from it.
+        let tls = if config.server.tls_cert.is_some() {
+            format!("{}, ", crate::embedded::TLS_MARK)
+        } else {
+            String::new()
+        };
         println!(
-            "lrid serve listening on {addr} (data in {})",
+            "lrid serve listening on {addr} ({tls}data in {})",
             store.dir().display()
         );
         std::io::stdout().flush().ok();
-        tracing::info!(%addr, data = %store.dir().display(), "serving");
+        tracing::info!(%addr, scheme = config.server.scheme(), data = %store.dir().display(), "serving");
         server.run(shutdown).await?;
         tracing::info!("stopped; everything acknowledged is in the store");
         Ok(())

@@ -5,7 +5,6 @@ use arrow::array::RecordBatch;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use clap::{Args, ValueEnum};
 use futures::TryStreamExt;
-use tonic::transport::Endpoint;
 
 #[derive(Debug, Args)]
 pub struct SqlArgs {
@@ -62,18 +61,26 @@ pub fn run(args: &SqlArgs) -> Result<()> {
     Ok(())
 }
 
-/// A connection to the daemon at `server`.
+/// A connection to the daemon at `server` (`http://`, `https://`, or `host:port`), trusting the
+/// CA file of `--ca-file` / `LRID_CA_FILE` for `https://`.
 async fn connect(server: &str) -> Result<tonic::transport::Channel> {
-    let url = if server.contains("://") {
-        server.to_string()
-    } else {
-        format!("http://{server}")
-    };
-    Endpoint::from_shared(url.clone())
-        .with_context(|| format!("'{server}' is not a server address"))?
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach lrid at {url}; is `lrid serve` running?"))
+    let ca = lrid_sdk::tls::ca_file_from_env();
+    let remote = lrid_sdk::Remote::new(server, ca.as_deref()).map_err(anyhow::Error::msg)?;
+    let endpoint = remote.endpoint().map_err(anyhow::Error::msg)?;
+    endpoint.connect().await.map_err(|e| {
+        if lrid_sdk::tls::untrusted_certificate(&e) {
+            anyhow::anyhow!(
+                "cannot reach lrid at {}: {}",
+                remote.server,
+                lrid_sdk::tls::UNTRUSTED_HINT
+            )
+        } else {
+            anyhow::Error::new(e).context(format!(
+                "cannot reach lrid at {}; is `lrid serve` running?",
+                remote.server
+            ))
+        }
+    })
 }
 
 /// Runs the Flight action `kind` with `body` on the daemon at `server`; its first answer.

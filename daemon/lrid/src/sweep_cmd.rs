@@ -197,7 +197,7 @@ impl SweepContext {
         let server = args
             .server
             .clone()
-            .unwrap_or_else(|| server_url(&config.server.listen));
+            .unwrap_or_else(|| server_url(&config.server));
         let state = args
             .state_dir
             .clone()

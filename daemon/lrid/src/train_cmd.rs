@@ -102,12 +102,13 @@ pub struct TrainArgs {
     pub report: Option<PathBuf>,
 }
 
-/// `http://host:port` of a listen address.
-pub fn server_url(listen: &str) -> String {
-    if listen.contains("://") {
-        listen.to_string()
+/// The address clients use for a daemon configured by `server`: `http://` or `https://` (TLS)
+/// and its listen address.
+pub fn server_url(server: &lrid_server::ServerConfig) -> String {
+    if server.listen.contains("://") {
+        server.listen.clone()
     } else {
-        format!("http://{listen}")
+        format!("{}://{}", server.scheme(), server.listen)
     }
 }
 
@@ -290,7 +291,7 @@ fn open_recorder(
     let server = args
         .server
         .clone()
-        .unwrap_or_else(|| server_url(&config.server.listen));
+        .unwrap_or_else(|| server_url(&config.server));
     check_reachable(&server)?;
     let run_id = args.run_id.clone().unwrap_or_else(|| {
         format!(
@@ -330,6 +331,7 @@ fn open_recorder(
     };
     let mut rc = RecorderConfig::new(&server);
     rc.token = args.token.clone();
+    rc.ca_file = lrid_sdk::tls::ca_file_from_env();
     rc.give_up_after = Duration::from_secs(60);
     let rec = Recorder::open(rc, &run_id, labels)?;
     // The run is open (or refused: token, duplicate id) before any training.

@@ -19,6 +19,7 @@ use arrow_flight::flight_service_server::FlightServiceServer;
 use lrid_store::Store;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
+use tonic::transport::{Identity, ServerTlsConfig};
 use tonic::{Request, Status};
 
 pub use service::LridFlightService;
@@ -38,6 +39,11 @@ pub struct ServerConfig {
     pub max_message_bytes: usize,
     /// How often rows waiting in memory are checked for a checkpoint to Parquet.
     pub checkpoint_interval_ms: u64,
+    /// TLS: the server's certificate chain (PEM). With `tls_key`, the port serves `https://`
+    /// only; clients trust it through the CA that signed it (`--ca-file`).
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// TLS: the certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -48,11 +54,76 @@ impl Default for ServerConfig {
             token_file: None,
             max_message_bytes: lrid_protocol::MAX_MESSAGE_BYTES,
             checkpoint_interval_ms: 5_000,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
 
 impl ServerConfig {
+    /// The scheme clients use: `https` when the port serves TLS.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// The TLS settings of the port: none for plain HTTP/2; an error naming the file or the
+    /// setting that is wrong (read and checked before the port is opened).
+    pub fn tls(&self) -> Result<Option<ServerTlsConfig>> {
+        let (cert, key) = match (&self.tls_cert, &self.tls_key) {
+            (None, None) => return Ok(None),
+            (Some(c), Some(k)) => (c, k),
+            (Some(_), None) => {
+                return Err(Error::Tls(
+                    "[server] tls_cert is set but tls_key is not: give both".into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(Error::Tls(
+                    "[server] tls_key is set but tls_cert is not: give both".into(),
+                ));
+            }
+        };
+        let read = |what: &str, path: &std::path::Path| {
+            std::fs::read(path).map_err(|e| {
+                Error::Tls(format!(
+                    "cannot read the TLS {what} {}: {e}",
+                    path.display()
+                ))
+            })
+        };
+        let (cert_pem, key_pem) = (read("certificate", cert)?, read("key", key)?);
+        if !String::from_utf8_lossy(&cert_pem).contains("-----BEGIN CERTIFICATE-----") {
+            return Err(Error::Tls(format!(
+                "the TLS certificate {} holds no PEM certificate",
+                cert.display()
+            )));
+        }
+        if !String::from_utf8_lossy(&key_pem).contains("PRIVATE KEY-----") {
+            return Err(Error::Tls(format!(
+                "the TLS key {} holds no PEM private key",
+                key.display()
+            )));
+        }
+        let config = ServerTlsConfig::new().identity(Identity::from_pem(cert_pem, key_pem));
+        // Building the acceptor parses both and checks that the key fits: fail here, not on the
+        // first connection.
+        tonic::transport::Server::builder()
+            .tls_config(config.clone())
+            .map_err(|e| {
+                Error::Tls(format!(
+                    "the TLS certificate {} and key {} cannot be used: {}",
+                    cert.display(),
+                    key.display(),
+                    error_chain(&e)
+                ))
+            })?;
+        Ok(Some(config))
+    }
+
     /// Loopback, a free port.
     pub fn test_config() -> Self {
         Self {
@@ -73,6 +144,8 @@ pub enum Error {
     },
     #[error("the Flight service failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("{0}")]
+    Tls(String),
     #[error(transparent)]
     Store(#[from] lrid_store::Error),
 }
@@ -161,18 +234,35 @@ pub fn datafusion_status(e: datafusion::error::DataFusionError) -> Status {
     }
 }
 
+/// `e` and the errors it wraps, joined by ': '.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut at = e.source();
+    while let Some(inner) = at {
+        let text = inner.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        at = inner.source();
+    }
+    out
+}
+
 /// A bound, not yet running server.
 #[derive(Debug)]
 pub struct Server {
     listener: TcpListener,
+    tls: Option<ServerTlsConfig>,
     service: LridFlightService,
     config: ServerConfig,
     store: Arc<Store>,
 }
 
 impl Server {
-    /// Binds the listening socket.
+    /// Reads the TLS settings, when there are any, and binds the listening socket.
     pub async fn bind(config: ServerConfig, store: Arc<Store>) -> Result<Server> {
+        let tls = config.tls()?;
         let listener = TcpListener::bind(&config.listen)
             .await
             .map_err(|source| Error::Listen {
@@ -181,6 +271,7 @@ impl Server {
             })?;
         Ok(Server {
             listener,
+            tls,
             service: LridFlightService::new(store.clone()),
             config,
             store,
@@ -250,7 +341,11 @@ impl Server {
         let incoming =
             tonic::transport::server::TcpIncoming::from(self.listener).with_nodelay(Some(true));
         // Large HTTP/2 windows: snapshots are megabytes, the 64 KiB default throttles them.
-        let served = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = self.tls {
+            builder = builder.tls_config(tls)?;
+        }
+        let served = builder
             .initial_stream_window_size(Some(16 << 20))
             .initial_connection_window_size(Some(64 << 20))
             .max_frame_size(Some((1 << 24) - 1))

@@ -39,9 +39,11 @@ use lrid_protocol::{
 pub use lrid_protocol::{Diagnostic, LayerInfo, Position, RunLabels, SnapshotMeasure};
 
 mod put;
+pub mod tls;
 #[cfg(feature = "tch")]
 pub mod torch;
 use put::PutTarget;
+pub use tls::Remote;
 use tokio::sync::{mpsc, oneshot};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
@@ -82,10 +84,13 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// How the recorder reaches the daemon.
 #[derive(Clone, Debug)]
 pub struct RecorderConfig {
-    /// `http://host:port` of `lrid serve`.
+    /// `http://host:port` of `lrid serve`, or `https://host:port` when it serves TLS.
     pub server: String,
     /// Bearer token, when the daemon needs one.
     pub token: Option<String>,
+    /// For `https://`: the CA file (PEM) that signed the daemon's certificate; none: the
+    /// system's roots.
+    pub ca_file: Option<std::path::PathBuf>,
     /// Bytes of tensor values that may wait to be sent.
     pub buffer_bytes: usize,
     /// First wait after a failed attempt; doubles up to `max_backoff`.
@@ -110,6 +115,7 @@ impl RecorderConfig {
         Self {
             server: server.into(),
             token: None,
+            ca_file: None,
             buffer_bytes: 512 << 20,
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
@@ -247,12 +253,13 @@ impl Recorder {
     /// Starts the sender and queues the opening of run `run_id`. Does not wait for the daemon.
     pub fn open(config: RecorderConfig, run_id: &str, labels: RunLabels) -> Result<Recorder> {
         lrid_protocol::validate_run_id(run_id).map_err(Error::InvalidArgument)?;
-        let endpoint = Endpoint::from_shared(config.server.clone())
-            .map_err(|e| Error::Address(config.server.clone(), e.to_string()))?
-            .connect_timeout(Duration::from_secs(5))
+        let address = |e: String| Error::Address(config.server.clone(), e);
+        let remote = Remote::new(&config.server, config.ca_file.as_deref()).map_err(address)?;
+        let endpoint = remote
+            .endpoint()
+            .map_err(address)?
             .initial_stream_window_size(Some(16 << 20))
-            .initial_connection_window_size(Some(64 << 20))
-            .tcp_nodelay(true);
+            .initial_connection_window_size(Some(64 << 20));
         let shared = Arc::new(Shared {
             used: AtomicUsize::new(0),
             pool: Mutex::new(Vec::new()),
@@ -261,8 +268,7 @@ impl Recorder {
             errors: Mutex::new(Vec::new()),
             status: Mutex::new(SenderStatus::Connected),
         });
-        let put = PutTarget::new(&config.server, config.token.as_deref())
-            .map_err(|e| Error::Address(config.server.clone(), e))?;
+        let put = PutTarget::new(&remote, config.token.as_deref()).map_err(address)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let sender = Sender {
             endpoint,
@@ -711,11 +717,13 @@ impl Sender {
         if let Some(c) = cached.as_ref() {
             return Ok(c.clone());
         }
-        let channel = self
-            .endpoint
-            .connect()
-            .await
-            .map_err(|e| Status::unavailable(format!("cannot connect: {e}")))?;
+        let channel = self.endpoint.connect().await.map_err(|e| {
+            if tls::untrusted_certificate(&e) {
+                Status::failed_precondition(format!("cannot connect: {}", tls::UNTRUSTED_HINT))
+            } else {
+                Status::unavailable(format!("cannot connect: {e}"))
+            }
+        })?;
         let client = FlightServiceClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);

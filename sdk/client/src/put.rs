@@ -18,7 +18,10 @@ use h2::client::SendRequest;
 use lrid_protocol::{CHUNK_VALUES, SNAPSHOT_TYPE_URL, SnapshotHeader, VALUE_COLUMN};
 use prost::Message;
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+use rustls_pki_types::ServerName;
 use tonic::{Code, Status};
+
+use crate::tls::{ClientTls, Remote, Scheme};
 
 const DO_PUT: &str = "/arrow.flight.protocol.FlightService/DoPut";
 /// `FlightData` field numbers (arrow-flight's `Flight.proto`).
@@ -32,30 +35,47 @@ const GRPC_PREFIX: usize = 5;
 pub(crate) struct PutTarget {
     /// `host:port` to connect to.
     authority: String,
+    /// For `https://`: the TLS settings and the name the certificate must carry.
+    tls: Option<(ClientTls, ServerName<'static>)>,
     /// The full `DoPut` URI.
     uri: http::Uri,
     authorization: Option<http::HeaderValue>,
 }
 
 impl PutTarget {
-    /// `server` is `http://host:port`; `token` the bearer token, when the daemon needs one.
-    pub(crate) fn new(server: &str, token: Option<&str>) -> Result<PutTarget, String> {
-        let uri: http::Uri = server.parse().map_err(|e| format!("{e}"))?;
-        if uri.scheme_str() != Some("http") {
-            return Err("the address must start with http:// (lrid serves plain HTTP/2)".into());
-        }
+    /// `remote` is `http://host:port` or `https://host:port` with its TLS settings; `token` the
+    /// bearer token, when the daemon needs one.
+    pub(crate) fn new(remote: &Remote, token: Option<&str>) -> Result<PutTarget, String> {
+        let uri: http::Uri = remote.server.parse().map_err(|e| format!("{e}"))?;
+        let scheme = Scheme::of(&remote.server)?;
+        let host = uri.host().ok_or("the address has no host")?;
         let authority = uri
             .authority()
             .ok_or("the address has no host")?
             .as_str()
             .to_string();
-        let authority = if uri.port().is_some() {
-            authority
-        } else {
-            format!("{authority}:80")
+        let authority = match (uri.port(), scheme) {
+            (Some(_), _) => authority,
+            (None, Scheme::Http) => format!("{authority}:80"),
+            (None, Scheme::Https) => format!("{authority}:443"),
+        };
+        let tls = match (scheme, &remote.tls) {
+            (Scheme::Http, _) => None,
+            (Scheme::Https, Some(tls)) => {
+                // An IPv6 literal comes bracketed in a URI, not in a certificate.
+                let name = host.trim_start_matches('[').trim_end_matches(']');
+                let name = ServerName::try_from(name.to_string()).map_err(|e| {
+                    format!("'{host}' cannot be checked against a certificate: {e}")
+                })?;
+                Some((tls.clone(), name))
+            }
+            (Scheme::Https, None) => return Err("an https:// address needs TLS settings".into()),
         };
         let uri = http::Uri::builder()
-            .scheme("http")
+            .scheme(match scheme {
+                Scheme::Http => "http",
+                Scheme::Https => "https",
+            })
             .authority(authority.as_str())
             .path_and_query(DO_PUT)
             .build()
@@ -66,6 +86,7 @@ impl PutTarget {
             .map_err(|_| "the token is not a valid header value".to_string())?;
         Ok(PutTarget {
             authority,
+            tls,
             uri,
             authorization,
         })
@@ -84,18 +105,18 @@ impl PutTarget {
         .map_err(|e| Status::unavailable(format!("cannot connect to {}: {e}", self.authority)))?;
         tcp.set_nodelay(true)
             .map_err(|e| Status::unavailable(format!("cannot set TCP_NODELAY: {e}")))?;
-        let (send, connection) = h2::client::Builder::new()
+        let mut builder = h2::client::Builder::new();
+        builder
             .initial_window_size(1 << 20)
-            .initial_connection_window_size(1 << 20)
-            .handshake(tcp)
+            .initial_connection_window_size(1 << 20);
+        let Some((tls, name)) = &self.tls else {
+            return handshake(&builder, tcp).await;
+        };
+        let stream = tokio_rustls::TlsConnector::from(tls.rustls())
+            .connect(name.clone(), tcp)
             .await
-            .map_err(h2_status)?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!("the DoPut connection ended: {e}");
-            }
-        });
-        Ok(send)
+            .map_err(|e| tls_status(&self.authority, e))?;
+        handshake(&builder, stream).await
     }
 
     /// Sends one snapshot and waits for the daemon's acknowledgement (sent once it is durable).
@@ -132,6 +153,31 @@ impl PutTarget {
         }
         body.send_data(Bytes::new(), true).map_err(h2_status)?;
         read_ack(response.await.map_err(h2_status)?).await
+    }
+}
+
+/// The HTTP/2 handshake on `io`; the connection's I/O runs as a task of the current runtime.
+async fn handshake<T>(builder: &h2::client::Builder, io: T) -> Result<SendRequest<Bytes>, Status>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (send, connection) = builder.handshake(io).await.map_err(h2_status)?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!("the DoPut connection ended: {e}");
+        }
+    });
+    Ok(send)
+}
+
+/// A failed TLS handshake: a certificate the client does not trust is the caller's to fix (not
+/// retried); anything else may be the network's.
+fn tls_status(authority: &str, e: std::io::Error) -> Status {
+    let message = format!("TLS handshake with {authority} failed: {e}");
+    if crate::tls::untrusted_certificate(&e) {
+        Status::failed_precondition(format!("{message}; {}", crate::tls::UNTRUSTED_HINT))
+    } else {
+        Status::unavailable(message)
     }
 }
 
@@ -328,7 +374,14 @@ mod tests {
 
     #[test]
     fn addresses_and_tokens_are_checked() {
-        let t = PutTarget::new("http://127.0.0.1:50051", Some("s3cret")).unwrap();
+        let target = |server: &str, token| {
+            let remote = Remote {
+                server: server.into(),
+                tls: None,
+            };
+            PutTarget::new(&remote, token)
+        };
+        let t = target("http://127.0.0.1:50051", Some("s3cret")).unwrap();
         assert_eq!(t.authority, "127.0.0.1:50051");
         assert_eq!(
             t.uri.to_string(),
@@ -336,12 +389,14 @@ mod tests {
         );
         assert_eq!(t.authorization.unwrap(), "Bearer s3cret");
         assert_eq!(
-            PutTarget::new("http://localhost", None).unwrap().authority,
+            target("http://localhost", None).unwrap().authority,
             "localhost:80"
         );
-        assert!(PutTarget::new("https://x:1", None).is_err());
-        assert!(PutTarget::new("not a url", None).is_err());
-        assert!(PutTarget::new("http://x:1", Some("bad\ntoken")).is_err());
+        // https:// needs the TLS settings a `Remote` makes for it.
+        assert!(target("https://x:1", None).is_err());
+        assert!(target("grpc://x:1", None).is_err());
+        assert!(target("not a url", None).is_err());
+        assert!(target("http://x:1", Some("bad\ntoken")).is_err());
     }
 
     #[test]

@@ -186,7 +186,8 @@ class Watch:
         from .client import connect
 
         self._flush_quietly()
-        with connect(self.recorder.server, token=self.recorder._token) as c:
+        with connect(self.recorder.server, token=self.recorder._token,
+                     ca_file=self.recorder._ca_file) as c:
             return c.identify(self.run_id, identifier=identifier)
 
     def close(self) -> None:
@@ -404,7 +405,9 @@ def watch(
     `probe`: the fixed evaluation batch (a tensor, a tuple of positional inputs or a dict of
     keyword inputs) on the model's device. `total_steps`: the optimizer steps the training will
     take; the `points` trajectory points (initialisation included) are spread evenly over them.
-    `server`: ``http://host:port`` (default ``$LRID_SERVER`` or ``http://127.0.0.1:50051``).
+    `server`: ``http://host:port``, or ``https://host:port`` for TLS (default ``$LRID_SERVER`` or
+    ``http://127.0.0.1:50051``; the CA file of an https daemon: `ca_file=`, default
+    ``$LRID_CA_FILE``).
     `token`: the daemon's bearer token (default ``$LRID_TOKEN``). `layers`: the modules to
     record, by qualified name (default: every Conv1d/2d/3d and Linear). `optimizer`: count only
     its steps (default: any optimizer that updates the model's parameters). `on_error`:

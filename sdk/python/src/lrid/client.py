@@ -11,7 +11,7 @@ import os
 
 import pyarrow as pa
 
-from .recorder import LridError, flight_location
+from .recorder import LridError, flight_location, tls_root_certs
 
 __all__ = ["connect", "Client"]
 
@@ -28,7 +28,7 @@ def _literal(value) -> str:
 class Client:
     """A connection to `lrid serve` for queries. Use `connect()`."""
 
-    def __init__(self, server: str, token: str | None = None):
+    def __init__(self, server: str, token: str | None = None, ca_file=None):
         try:
             import adbc_driver_flightsql
             import adbc_driver_flightsql.dbapi as dbapi
@@ -38,7 +38,11 @@ class Client:
         kwargs = {}
         if token:
             kwargs[adbc_driver_flightsql.DatabaseOptions.AUTHORIZATION_HEADER.value] = f"Bearer {token}"
-        self._conn = dbapi.connect(flight_location(server), db_kwargs=kwargs, autocommit=True)
+        location = flight_location(server)
+        pem = tls_root_certs(location, ca_file)
+        if pem:
+            kwargs[adbc_driver_flightsql.DatabaseOptions.TLS_ROOT_CERTS.value] = pem.decode()
+        self._conn = dbapi.connect(location, db_kwargs=kwargs, autocommit=True)
 
     def sql(self, query: str, parameters=None) -> pa.Table:
         """Runs one SQL statement; returns its rows. `parameters` bind `$1, $2, …`."""
@@ -108,12 +112,14 @@ class Client:
         return False
 
 
-def connect(server: str | None = None, token: str | None = None) -> Client:
-    """A `Client` of `lrid serve` at `server` (``http://host:port``; default ``$LRID_SERVER`` or
-    ``http://127.0.0.1:50051``), with its bearer `token` (default ``$LRID_TOKEN``)."""
+def connect(server: str | None = None, token: str | None = None, ca_file=None) -> Client:
+    """A `Client` of `lrid serve` at `server` (``http://host:port``, or ``https://host:port``
+    for TLS; default ``$LRID_SERVER`` or ``http://127.0.0.1:50051``), with its bearer `token`
+    (default ``$LRID_TOKEN``); `ca_file`: the CA (PEM) that signed an https daemon's
+    certificate (default ``$LRID_CA_FILE``, else the system's roots)."""
     server = server or os.environ.get("LRID_SERVER", "http://127.0.0.1:50051")
     token = token if token is not None else os.environ.get("LRID_TOKEN") or None
-    return Client(server, token)
+    return Client(server, token, ca_file)
 
 
 def _adbc_message(e: Exception) -> str:

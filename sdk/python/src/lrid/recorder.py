@@ -19,6 +19,7 @@ import atexit
 import collections
 import dataclasses
 import logging
+import os
 import threading
 import time
 import weakref
@@ -108,23 +109,64 @@ class LayerInfo:
         return int(np.prod(self.activation_shape, dtype=np.int64))
 
 
+_SCHEMES = (
+    ("http://", "grpc+tcp"),
+    ("grpc+tcp://", "grpc+tcp"),
+    ("grpc://", "grpc+tcp"),
+    ("https://", "grpc+tls"),
+    ("grpc+tls://", "grpc+tls"),
+)
+
+
 def flight_location(server: str) -> str:
-    """`http://host:port`, `grpc://host:port` or `host:port` as a Flight location."""
+    """`http://host:port` (plain HTTP/2), `https://host:port` (TLS), their Flight spellings
+    (`grpc://`, `grpc+tcp://`, `grpc+tls://`) or `host:port` as a Flight location."""
     s = server.strip()
-    for prefix in ("http://", "grpc+tcp://", "grpc://"):
+    scheme = "grpc+tcp"
+    for prefix, flight_scheme in _SCHEMES:
         if s.startswith(prefix):
             s = s[len(prefix):]
+            scheme = flight_scheme
             break
     else:
         if "://" in s:
             raise ValueError(
-                f"'{server}' is not a server address lrid serves: use http://host:port (plain HTTP/2)"
+                f"'{server}' is not a server address lrid serves: use http://host:port "
+                "(plain HTTP/2) or https://host:port (TLS)"
             )
     s = s.rstrip("/")
     host, sep, port = s.rpartition(":")
     if not sep or not host or not port.isdigit():
         raise ValueError(f"'{server}' is not a server address: expected http://host:port")
-    return f"grpc+tcp://{s}"
+    return f"{scheme}://{s}"
+
+
+def tls_root_certs(location: str, ca_file=None) -> bytes | None:
+    """The PEM certificates a TLS client of `location` trusts: those of `ca_file` (default
+    ``$LRID_CA_FILE``), or None (the system's roots) without one; None for plain HTTP/2."""
+    if not location.startswith("grpc+tls://"):
+        return None
+    ca_file = ca_file or os.environ.get("LRID_CA_FILE") or None
+    if ca_file is None:
+        return None
+    try:
+        with open(ca_file, "rb") as f:
+            pem = f.read()
+    except OSError as e:
+        raise ValueError(f"cannot read the CA file {ca_file}: {e.strerror}") from e
+    if b"-----BEGIN CERTIFICATE-----" not in pem:
+        raise ValueError(f"the CA file {ca_file} holds no PEM certificate")
+    return pem
+
+
+def _untrusted(e: BaseException) -> bool:
+    """A TLS handshake refused for the daemon's certificate: the caller's to fix, not retried."""
+    text = str(e).lower()
+    return "certificate verify failed" in text or "certificate_verify_failed" in text
+
+
+UNTRUSTED_HINT = ("the daemon's certificate is not trusted: give the CA file that signed it "
+                  "(ca_file= or LRID_CA_FILE)")
 
 
 # Errors worth retrying: the daemon is down, restarting or busy.
@@ -179,6 +221,7 @@ class Recorder:
         max_backoff: float = 5.0,
         give_up_after: float = 300.0,
         snapshots_in_flight: int = 3,
+        ca_file=None,
     ):
         P.validate_run_id(run_id)
         if when_full not in ("block", "raise"):
@@ -192,6 +235,8 @@ class Recorder:
         self.run_id = run_id
         self._token = token
         self._location = flight_location(server)
+        self._ca_file = ca_file
+        self._tls_root_certs = tls_root_certs(self._location, ca_file)
         self._options = flight.FlightCallOptions(
             headers=[(b"authorization", f"Bearer {token}".encode())] if token else None
         )
@@ -485,6 +530,9 @@ class Recorder:
             except _TRANSIENT as e:
                 self._drop_client()
                 message = _message(e)
+                if _untrusted(e):
+                    self._report(Refused(what, f"{message}; {UNTRUSTED_HINT}"))
+                    return False
                 with self._lock:
                     self._status = f"retrying ({attempts} attempts): {message}"
                 if time.monotonic() - start >= give_up_after:
@@ -521,7 +569,8 @@ class Recorder:
         """This thread's connection (each sender thread has its own)."""
         client = getattr(self._local, "client", None)
         if client is None:
-            client = self._local.client = flight.FlightClient(self._location)
+            kwargs = {"tls_root_certs": self._tls_root_certs} if self._tls_root_certs else {}
+            client = self._local.client = flight.FlightClient(self._location, **kwargs)
             with self._lock:
                 self._clients.append(client)
         return client
