@@ -80,40 +80,54 @@ pub(crate) fn solve(
     max_iter: usize,
     seed: u64,
 ) -> Solution {
+    let problem = Problem {
+        x,
+        squared_norms,
+        y,
+        c,
+        eps,
+        max_iter,
+        seed,
+    };
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2 (checked just above).
-        return unsafe { solve_avx2(x, squared_norms, y, c, eps, max_iter, seed) };
+        return unsafe { solve_avx2(&problem) };
     }
-    solve_with(x, squared_norms, y, c, eps, max_iter, seed)
+    solve_with(&problem)
+}
+
+/// The arguments of [`solve`].
+#[derive(Clone, Copy)]
+struct Problem<'a, 'd> {
+    x: &'a Design<'d>,
+    squared_norms: &'a [f64],
+    y: &'a [f64],
+    c: f64,
+    eps: f64,
+    max_iter: usize,
+    seed: u64,
 }
 
 /// [`solve_with`] compiled for AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn solve_avx2(
-    x: &Design<'_>,
-    squared_norms: &[f64],
-    y: &[f64],
-    c: f64,
-    eps: f64,
-    max_iter: usize,
-    seed: u64,
-) -> Solution {
-    solve_with(x, squared_norms, y, c, eps, max_iter, seed)
+unsafe fn solve_avx2(problem: &Problem<'_, '_>) -> Solution {
+    solve_with(problem)
 }
 
 /// The solver itself (inlined into [`solve`]'s portable and AVX2 versions).
 #[inline(always)]
-fn solve_with(
-    x: &Design<'_>,
-    squared_norms: &[f64],
-    y: &[f64],
-    c: f64,
-    eps: f64,
-    max_iter: usize,
-    seed: u64,
-) -> Solution {
+fn solve_with(problem: &Problem<'_, '_>) -> Solution {
+    let Problem {
+        x,
+        squared_norms,
+        y,
+        c,
+        eps,
+        max_iter,
+        seed,
+    } = *problem;
     let l = x.rows();
     debug_assert_eq!(y.len(), l);
     let diag = 0.5 / c;
@@ -298,7 +312,15 @@ mod tests {
             let design = design(&x, d);
             let norms = design.squared_norms();
             let chosen = solve(&design, &norms, &y, 1.0, 1e-4, 50, 7);
-            let portable = solve_with(&design, &norms, &y, 1.0, 1e-4, 50, 7);
+            let portable = solve_with(&Problem {
+                x: &design,
+                squared_norms: &norms,
+                y: &y,
+                c: 1.0,
+                eps: 1e-4,
+                max_iter: 50,
+                seed: 7,
+            });
             assert_eq!(chosen.w, portable.w);
             assert_eq!(chosen.bias.to_bits(), portable.bias.to_bits());
             assert_eq!(chosen.alpha, portable.alpha);
