@@ -298,7 +298,7 @@ def test_bad_arguments_are_refused_with_what_is_wrong(daemon):
     with pytest.raises(ValueError, match="unknown label"):
         lrid.Recorder(url(daemon), "r", labels={"rule": "sgdm"})
     with pytest.raises(ValueError, match="not a server address"):
-        lrid.Recorder("https://x:1", "r")
+        lrid.Recorder("ftp://x:1", "r")
     with pytest.raises(ValueError, match="at least 2 points"):
         lrid.watch(torch.nn.Linear(2, 2), torch.randn(1, 2), total_steps=5, points=1, server=url(daemon))
     # A run id that exists and is closed: the refusal says so, once, and every later call too.
