@@ -471,6 +471,11 @@ fn submit(args: &SubmitArgs) -> Result<()> {
             workers_per_task: args.workers_per_task,
             server: ctx.server.clone(),
             token_file: args.token_file.as_deref().map(absolute).transpose()?,
+            // --ca-file / LRID_CA_FILE of this command (the same path on the nodes).
+            ca_file: lrid_sdk::tls::ca_file_from_env()
+                .as_deref()
+                .map(absolute)
+                .transpose()?,
             device: args.device.clone(),
             config: args.daemon.config.as_deref().map(absolute).transpose()?,
             plugins_dir: args.plugins_dir.as_deref().map(absolute).transpose()?,

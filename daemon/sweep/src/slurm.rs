@@ -34,6 +34,8 @@ pub struct SlurmOptions {
     pub server: String,
     /// A file the tasks read the bearer token from (never the token itself in the script).
     pub token_file: Option<PathBuf>,
+    /// The CA file of an `https://` daemon, at the same path on the nodes (`LRID_CA_FILE`).
+    pub ca_file: Option<PathBuf>,
     /// `lrid train --device` of every worker.
     pub device: Option<String>,
     /// `--config` of the workers (their plugins folder).
@@ -178,6 +180,15 @@ pub fn script(o: &SlurmOptions) -> Result<String> {
         )
         .unwrap(),
     }
+    if let Some(ca) = &o.ca_file {
+        writeln!(w, "# The CA that signed the daemon's TLS certificate.").unwrap();
+        writeln!(
+            w,
+            "export LRID_CA_FILE={}",
+            shell_quote(&ca.display().to_string())
+        )
+        .unwrap();
+    }
     let mut cmd = vec![
         shell_quote(&o.lrid.display().to_string()),
         "sweep".into(),
@@ -230,6 +241,7 @@ mod tests {
             workers_per_task: 2,
             server: "http://head-node:50051".into(),
             token_file: Some("/home/me/.lrid token".into()),
+            ca_file: None,
             device: Some("cuda".into()),
             config: None,
             plugins_dir: None,
@@ -249,6 +261,14 @@ mod tests {
         o.indices = vec![3];
         o.max_parallel = Some(2);
         assert!(script(&o).unwrap().contains("#SBATCH --array=3%2\n"));
+        // An https:// daemon: the tasks trust its CA through the environment.
+        o.server = "https://head-node:50051".into();
+        o.ca_file = Some("/shared/tls/lrid ca.pem".into());
+        let text = script(&o).unwrap();
+        assert!(
+            text.contains("\nexport LRID_CA_FILE='/shared/tls/lrid ca.pem'\n"),
+            "{text}"
+        );
         for (edit, expect) in [
             (
                 Box::new(|o: &mut SlurmOptions| o.count = 0) as Box<dyn Fn(&mut SlurmOptions)>,
