@@ -110,3 +110,23 @@ def test_clients_without_the_ca_are_refused(tls_daemon, monkeypatch):
     # Nothing of theirs reached the store.
     with lrid.connect(f"https://{addr}", ca_file=str(ca)) as c:
         assert c.sql("SELECT count(*) AS n FROM runs").column("n").to_pylist() == [0]
+
+
+def test_addresses_map_to_flight_locations_and_ca_files_are_checked(tmp_path, monkeypatch):
+    from lrid.recorder import flight_location, tls_root_certs
+
+    assert flight_location("http://h:1") == "grpc+tcp://h:1"
+    assert flight_location("h:1") == "grpc+tcp://h:1"
+    assert flight_location("https://h:1/") == "grpc+tls://h:1"
+    assert flight_location("grpc+tls://h:1") == "grpc+tls://h:1"
+    with pytest.raises(ValueError, match="https://host:port"):
+        flight_location("ftp://h:1")
+    monkeypatch.delenv("LRID_CA_FILE", raising=False)
+    # Plain HTTP/2 never reads a CA file; TLS without one trusts the system's roots.
+    assert tls_root_certs("grpc+tcp://h:1", tmp_path / "missing.pem") is None
+    assert tls_root_certs("grpc+tls://h:1") is None
+    with pytest.raises(ValueError, match="cannot read the CA file"):
+        tls_root_certs("grpc+tls://h:1", tmp_path / "missing.pem")
+    ca, _, _ = make_pki(tmp_path, "env")
+    monkeypatch.setenv("LRID_CA_FILE", str(ca))
+    assert tls_root_certs("grpc+tls://h:1") == ca.read_bytes()
