@@ -22,13 +22,14 @@ CARGO := cargo
 # The venv holds PyTorch (libtorch for tch); numpy and pytest for the reference tests; the ADBC
 # Flight SQL driver (with pyarrow) for the standard-client tests; scikit-learn and pandas, the
 # classifiers' reference; PyTorch Lightning and transformers for the Python client's callbacks;
-# kubernetes-validate (the Kubernetes schemas, offline) for the deployment tests.
+# kubernetes-validate (the Kubernetes schemas, offline) for the deployment tests; moto's S3 server
+# (with boto3) for the object-storage tests and benchmark.
 $(VENV)/.ready: Makefile
 	@command -v python3 >/dev/null || { echo "python3 is needed (apt-get install python3 python3-venv)"; exit 1; }
 	@command -v cargo >/dev/null || { echo "cargo is needed (rustup)"; exit 1; }
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet torch==$(TORCH_VERSION) numpy pytest adbc-driver-flightsql==1.13.0 pyarrow==26.0.1 scikit-learn==1.9.1 pandas==3.1.1 lightning==2.6.6 transformers==5.24.0 accelerate==1.15.0 kubernetes-validate==1.37.0
+	$(VENV)/bin/pip install --quiet torch==$(TORCH_VERSION) numpy pytest adbc-driver-flightsql==1.13.0 pyarrow==26.0.1 scikit-learn==1.9.1 pandas==3.1.1 lightning==2.6.6 transformers==5.24.0 accelerate==1.15.0 kubernetes-validate==1.37.0 'moto[server]==5.2.5'
 	touch $@
 
 venv: $(VENV)/.ready

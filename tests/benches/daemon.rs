@@ -1,7 +1,9 @@
 //! Daemon benchmarks (`make bench`, or `cargo bench -p lrid-e2e --bench daemon`):
 //!
 //! 1. Ingest: f32 snapshots from SDK recorders to stored rows, over loopback, in GB/s; and the
-//!    same over TLS beside plain HTTP/2 in the same run (`-- tls` alone).
+//!    same over TLS beside plain HTTP/2 in the same run (`-- tls` alone); and until the rows are
+//!    in Parquet (the daemon's final checkpoint) in the data folder beside an S3 bucket (moto's
+//!    S3 server on loopback) in the same run (`-- s3` alone).
 //! 2. Query: p50 latency of a trajectory query over ≥ 1 million observable rows, through Flight
 //!    SQL against `lrid serve`, beside DuckDB (the venv's, from PyPI) running the same query on
 //!    the same Parquet files in the same run.
@@ -14,7 +16,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
-use lrid_e2e::Daemon;
+use lrid_e2e::{Daemon, S3Server};
 use lrid_protocol::{
     CompletePoint, LayerInfo, OpenRun, PROTOCOL_VERSION, Position, RunLabels, SnapshotHeader,
     SnapshotMeasure,
@@ -22,22 +24,45 @@ use lrid_protocol::{
 use lrid_sdk::{Recorder, RecorderConfig};
 use lrid_store::{Store, StoreConfig};
 
+/// Where an ingest run sends its rows, and until when it is timed.
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    /// Plain HTTP/2, until acknowledged (durable in the log, queryable).
+    Plain,
+    /// TLS (a certificate made for the run; the recorders trust its CA), until acknowledged.
+    Tls,
+    /// Until the rows are in Parquet in the data folder (the daemon's final checkpoint).
+    Folder,
+    /// Until the rows are in Parquet in the bucket (`--store s3://…`, the final checkpoint).
+    S3(&'a S3Server),
+}
+
+impl Target<'_> {
+    fn label(&self) -> &'static str {
+        match self {
+            Target::Plain => "",
+            Target::Tls => " over TLS",
+            Target::Folder => " into the data folder's Parquet",
+            Target::S3(_) => " into S3 (moto) Parquet",
+        }
+    }
+}
+
 /// One ingest run: GB/s, and CPU seconds per GB of the recording process and of the daemon.
-/// With `tls`, the daemon serves https:// (a certificate made for the run) and the recorders
-/// trust its CA.
 fn ingest(
     threads: usize,
     points: u32,
     in_flight: usize,
     buffer_mb: usize,
-    tls: bool,
+    target: Target<'_>,
 ) -> (f64, f64, f64) {
     let dir = tempfile::tempdir().unwrap();
+    let tls = matches!(target, Target::Tls);
     let pki = tls.then(|| lrid_e2e::make_pki(dir.path(), "bench"));
-    let daemon = match &pki {
-        None => Daemon::start(&dir.path().join("data"), &[]),
-        Some(pki) => Daemon::start(
-            &dir.path().join("data"),
+    let data = dir.path().join("data");
+    let mut daemon = match (&pki, target) {
+        (Some(pki), _) => Daemon::start(
+            &data,
             &[
                 "--tls-cert",
                 pki.cert.to_str().unwrap(),
@@ -45,6 +70,17 @@ fn ingest(
                 pki.key.to_str().unwrap(),
             ],
         ),
+        (None, Target::S3(s3)) => {
+            let prefix = format!("s3://lrid-bench/{}", std::process::id());
+            let node = dir
+                .path()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .replace('.', "-");
+            Daemon::start_with_env(&data, &["--store", &prefix, "--node-id", &node], &s3.env())
+        }
+        (None, _) => Daemon::start(&data, &[]),
     };
     let (layer, weights, acts) = lrid_e2e::resnet_like_layer();
     let bytes_per_point = (weights.len() + acts.len()) * 4;
@@ -87,9 +123,6 @@ fn ingest(
             });
         }
     });
-    let secs = start.elapsed().as_secs_f64();
-    let client_cpu = cpu_seconds("self") - cpu_before.0;
-    let daemon_cpu = cpu_seconds(&daemon.child.id().to_string()) - cpu_before.1;
     let total = (bytes_per_point * threads * points as usize) as f64;
     let rows = if tls {
         // `Daemon::sql` speaks plain HTTP/2; the recorders' acknowledgements were checked.
@@ -100,6 +133,17 @@ fn ingest(
             .unwrap()
     };
     assert_eq!(rows, (threads * points as usize) as u64);
+    // The daemon's CPU up to the acknowledgements (its process ends below in some targets).
+    let daemon_cpu = cpu_seconds(&daemon.child.id().to_string()) - cpu_before.1;
+    if matches!(target, Target::Folder | Target::S3(_)) {
+        // SIGTERM: the final checkpoint writes every row to Parquet before the daemon exits.
+        assert!(
+            daemon.stop().success(),
+            "the daemon's final checkpoint failed"
+        );
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let client_cpu = cpu_seconds("self") - cpu_before.0;
     let gb = total / 1e9;
     (gb / secs, client_cpu / gb, daemon_cpu / gb)
 }
@@ -111,18 +155,18 @@ fn ingest_runs(
     points: u32,
     in_flight: usize,
     buffer_mb: usize,
-    tls: bool,
+    target: Target<'_>,
 ) -> f64 {
     let bytes_per_point = (512 * 512 * 9 + 64 * 512 * 49) * 4;
     let gb = (bytes_per_point * threads * points as usize) as f64 / 1e9;
     println!(
         "ingest{}: {threads} recorder(s) × {points} points × {:.1} MB, {in_flight} snapshot(s) in flight, {buffer_mb} MB buffer each = {gb:.2} GB per run (SDK → acknowledged, durable, queryable rows)",
-        if tls { " over TLS" } else { "" },
+        target.label(),
         bytes_per_point as f64 / 1e6,
     );
     let mut results: Vec<(f64, f64, f64)> = (0..runs)
         .map(|_| {
-            let r = ingest(threads, points, in_flight, buffer_mb, tls);
+            let r = ingest(threads, points, in_flight, buffer_mb, target);
             println!(
                 "        {:.2} GB/s   CPU per GB: SDK (the recording process) {:.2} s + daemon {:.2} s = {:.2} core-s/GB",
                 r.0,
@@ -486,8 +530,8 @@ fn main() {
         let default = RecorderConfig::new("http://127.0.0.1:1").snapshots_in_flight;
         for buffer_mb in [1024, 64] {
             for in_flight in [1, default] {
-                ingest_runs(3, 1, 60, in_flight, buffer_mb, false);
-                ingest_runs(3, 4, 20, in_flight, buffer_mb, false);
+                ingest_runs(3, 1, 60, in_flight, buffer_mb, Target::Plain);
+                ingest_runs(3, 4, 20, in_flight, buffer_mb, Target::Plain);
             }
         }
     }
@@ -496,11 +540,26 @@ fn main() {
         let default = RecorderConfig::new("http://127.0.0.1:1").snapshots_in_flight;
         for threads in [1, 4] {
             let points = if threads == 1 { 60 } else { 20 };
-            let plain = ingest_runs(3, threads, points, default, 64, false);
-            let tls = ingest_runs(3, threads, points, default, 64, true);
+            let plain = ingest_runs(3, threads, points, default, 64, Target::Plain);
+            let tls = ingest_runs(3, threads, points, default, 64, Target::Tls);
             println!(
                 "        → {threads} recorder(s): TLS {tls:.2} GB/s vs plain {plain:.2} GB/s: ratio {:.2}",
                 tls / plain
+            );
+        }
+    }
+    if run("ingest") || run("s3") {
+        // Object storage: the same load timed until its rows are in Parquet, in the data folder
+        // and in an S3 bucket (moto's server on loopback), in turn.
+        let s3 = S3Server::start("lrid-bench");
+        let default = RecorderConfig::new("http://127.0.0.1:1").snapshots_in_flight;
+        for threads in [1, 4] {
+            let points = if threads == 1 { 60 } else { 20 };
+            let folder = ingest_runs(3, threads, points, default, 64, Target::Folder);
+            let bucket = ingest_runs(3, threads, points, default, 64, Target::S3(&s3));
+            println!(
+                "        → {threads} recorder(s): S3 {bucket:.2} GB/s vs data folder {folder:.2} GB/s: ratio {:.2}",
+                bucket / folder
             );
         }
     }

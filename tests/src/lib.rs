@@ -89,6 +89,14 @@ impl Daemon {
         Daemon::start_with(Command::new(lrid_bin()), data_dir, listen, extra)
     }
 
+    /// Starts a daemon on a free loopback port with extra environment variables (e.g. an
+    /// object store's `AWS_*`).
+    pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(String, String)]) -> Daemon {
+        let mut cmd = Command::new(lrid_bin());
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
+        Daemon::start_with(cmd, data_dir, "127.0.0.1:0", extra)
+    }
+
     /// Starts `bin serve` (an installed `lrid`) in the working folder `cwd`, on a free
     /// loopback port, with its data in `data_dir`.
     pub fn start_installed(bin: &Path, cwd: &Path, data_dir: &Path, extra: &[&str]) -> Daemon {
@@ -447,4 +455,71 @@ pub fn make_pki(dir: &Path, name: &str) -> Pki {
     std::fs::write(&pki.cert, cert.pem()).unwrap();
     std::fs::write(&pki.key, key.serialize_pem()).unwrap();
     pki
+}
+
+/// moto's S3 server (`moto_server` of the project's venv, PyPI) on a free loopback port.
+#[derive(Debug)]
+pub struct S3Server {
+    child: Child,
+    pub endpoint: String,
+}
+
+impl S3Server {
+    /// Starts it and creates `bucket` (boto3 from the same venv).
+    pub fn start(bucket: &str) -> S3Server {
+        let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new(venv.join("moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server (make venv installs it)");
+        let server = S3Server {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
+        let script = format!(
+            "import boto3, time\n\
+             c = boto3.client('s3', endpoint_url='{}', aws_access_key_id='test', aws_secret_access_key='test', region_name='us-east-1')\n\
+             for i in range(150):\n\
+             \x20   try:\n\
+             \x20       c.create_bucket(Bucket='{bucket}'); break\n\
+             \x20   except Exception:\n\
+             \x20       time.sleep(0.2)\n\
+             else:\n\
+             \x20   raise SystemExit('moto_server did not answer')\n",
+            server.endpoint
+        );
+        let status = Command::new(venv.join("python"))
+            .args(["-c", &script])
+            .status()
+            .expect("run the venv's python");
+        assert!(status.success(), "cannot create the bucket {bucket}");
+        server
+    }
+
+    /// The `AWS_*` variables a daemon needs to use it.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ENDPOINT", self.endpoint.as_str()),
+            ("AWS_ALLOW_HTTP", "true"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -42,6 +42,19 @@ pub struct ServeArgs {
     /// record runs and read every table).
     #[arg(long)]
     insecure: bool,
+    /// Keep closed Parquet files and the manifest in an object store, e.g.
+    /// s3://bucket/prefix (this daemon writes under prefix/node=<id>/; the write-ahead log
+    /// stays in the data folder). Overrides `[store] object_store`; credentials, region and
+    /// endpoint from the AWS_* variables or `[store.object_store_options]`.
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
+    /// This daemon's folder in the object store (node=<ID>/). Overrides `[store] node_id`.
+    #[arg(long, value_name = "ID", requires = "store")]
+    node_id: Option<String>,
+    /// Serve SQL over every node's files in the object store (--store), writing nothing;
+    /// files published later appear without a restart.
+    #[arg(long, requires = "store", conflicts_with = "node_id")]
+    read_only: bool,
 }
 
 /// The token `config` names: `token`, else the content of `token_file`.
@@ -126,6 +139,13 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     if let Some(d) = &args.plugins_dir {
         config.plugins.dir = Some(d.clone());
     }
+    if let Some(url) = &args.store {
+        config.store.object_store = Some(url.clone());
+    }
+    if let Some(id) = &args.node_id {
+        config.store.node_id = Some(id.clone());
+    }
+    config.store.read_only |= args.read_only;
     lrid_torch::init();
     keep_large_buffers_mapped();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -134,10 +154,16 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let store = Store::open(config.store.clone()).await.with_context(|| {
-            format!(
-                "cannot open the store in {}",
-                config.store.data_dir.display()
-            )
+            match &config.store.object_store {
+                Some(url) => format!(
+                    "cannot open the store in {} with its files in {url}",
+                    config.store.data_dir.display()
+                ),
+                None => format!(
+                    "cannot open the store in {}",
+                    config.store.data_dir.display()
+                ),
+            }
         })?;
         // Plugins: loaded now, re-scanned on every change of the folder. A refused file is
         // logged (and listed by `lrid plugins`); it never stops the daemon.
@@ -171,11 +197,19 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         // the daemon as soon as it reads the line gets a clean shutdown, not the default kill.
         let shutdown = shutdown_signal()?;
         // The first line on stdout: tests and scripts read the address from it.
-        let tls = if config.server.tls_cert.is_some() {
+        let mut tls = if config.server.tls_cert.is_some() {
             format!("{}, ", crate::embedded::TLS_MARK)
         } else {
             String::new()
         };
+        if config.store.object_store.is_some() {
+            let mode = if config.store.read_only {
+                "read-only".to_string()
+            } else {
+                format!("node {}", store.node_id().unwrap_or_default())
+            };
+            tls.push_str(&format!("files in {} ({mode}), ", store.location()));
+        }
         println!(
             "lrid serve listening on {addr} ({tls}data in {})",
             store.dir().display()

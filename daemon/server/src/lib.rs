@@ -162,7 +162,13 @@ pub fn status(e: lrid_store::Error) -> Status {
         E::AlreadyExists(m) => Status::already_exists(m),
         E::FailedPrecondition(m) => Status::failed_precondition(m),
         E::DataFusion(e) => datafusion_status(e),
-        other => Status::internal(other.to_string()),
+        // The object store refused or failed: the call may succeed later (the data is in the
+        // write-ahead log meanwhile).
+        e @ E::ObjectStore { .. } => Status::unavailable(e.to_string()),
+        e @ E::NewerFormat(_) => Status::failed_precondition(e.to_string()),
+        e @ (E::Io { .. } | E::Corrupt(_) | E::Parquet(_) | E::Arrow(_)) => {
+            Status::internal(e.to_string())
+        }
     }
 }
 
@@ -322,7 +328,9 @@ impl Server {
                 }
                 match tokio::task::spawn_blocking(move || s.checkpoint()).await {
                     Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::error!("checkpoint failed: {e}"),
+                    Ok(Err(e)) => tracing::error!(
+                        "checkpoint failed (the rows stay in memory and in the write-ahead log; the next checkpoint tries again): {e}"
+                    ),
                     Err(e) => tracing::error!("checkpoint task failed: {e}"),
                 }
                 // Small files merged in the background once enough have piled up.

@@ -35,6 +35,7 @@
 //! e.g. DuckDB: `SELECT * FROM 'lrid-data/observables/*.parquet'`.
 
 mod analyses;
+mod files;
 mod identifications;
 mod state;
 mod tables;
@@ -43,6 +44,7 @@ mod wal;
 use std::path::{Path, PathBuf};
 
 pub use analyses::{ANALYSES_SCHEMA, AnalysisRow, analyses_batch};
+pub use files::NODE_PREFIX;
 pub use identifications::{
     IDENTIFICATION_ROWS_TABLE, IDENTIFICATIONS_SCHEMA, IDENTIFICATIONS_VIEW, IdentificationRow,
     probability_column,
@@ -73,6 +75,12 @@ pub enum Error {
     Io {
         path: PathBuf,
         source: std::io::Error,
+    },
+    /// An object store refused or failed a call (wrong credentials, missing bucket, network).
+    #[error("{location}: {}", crate::files::explain(source))]
+    ObjectStore {
+        location: String,
+        source: Box<object_store::Error>,
     },
     #[error("the store's files are damaged: {0}")]
     Corrupt(String),

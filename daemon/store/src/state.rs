@@ -19,14 +19,15 @@ use lrid_stats::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::files::{Files, MANIFEST, NODE_PREFIX, RemoteFiles};
 use crate::identifications::{
     IDENTIFICATION_ROWS_TABLE, IDENTIFICATIONS_SCHEMA, IdentificationRow, identifications_batch,
     rules_in, view_sql,
 };
 use crate::tables::{
     DIAGNOSTICS_SCHEMA, DiagnosticRow, LAYERS_SCHEMA, LiveTable, OBSERVABLES_SCHEMA, ObservableRow,
-    QueryView, RUNS_SCHEMA, RunRow, TableKind, diagnostics_batch, layers_batch, observables_batch,
-    read_parquet, runs_batch, write_parquet,
+    QueryView, ROW_GROUP_ROWS, RUNS_SCHEMA, RunRow, SORTED_ROW_GROUP_ROWS, TableKind,
+    diagnostics_batch, layers_batch, observables_batch, runs_batch,
 };
 use crate::wal::{WalWriter, read_segment, segments};
 use crate::{Error, Result};
@@ -84,6 +85,22 @@ pub struct StoreConfig {
     pub compact_min_files: usize,
     /// A compacted file holds files up to about this size.
     pub compact_target_bytes: u64,
+    /// Closed Parquet files and the manifest in an object store instead of the data folder:
+    /// `s3://bucket` or `s3://bucket/prefix`. This daemon writes under `prefix/node=<id>/`; the
+    /// write-ahead log stays in the data folder. Credentials, region and endpoint come from the
+    /// usual `AWS_*` variables or `object_store_options`.
+    pub object_store: Option<String>,
+    /// Options of the object store (object_store's S3 keys: `endpoint`, `region`,
+    /// `allow_http`, `access_key_id`, `secret_access_key`, …), over the `AWS_*` variables.
+    pub object_store_options: BTreeMap<String, String>,
+    /// This daemon's folder in the object store, `node=<id>/`; absent: the id kept in the data
+    /// folder (`node-id`), made up once.
+    pub node_id: Option<String>,
+    /// Serve SQL over every node's files in `object_store` without writing anything (no
+    /// write-ahead log, no ingest); new files appear as their daemons publish them.
+    pub read_only: bool,
+    /// How often a read-only store looks for new files, in milliseconds.
+    pub refresh_interval_ms: u64,
 }
 
 impl Default for StoreConfig {
@@ -96,6 +113,11 @@ impl Default for StoreConfig {
             queries_dir: None,
             compact_min_files: 8,
             compact_target_bytes: 256 << 20,
+            object_store: None,
+            object_store_options: BTreeMap::new(),
+            node_id: None,
+            read_only: false,
+            refresh_interval_ms: 2_000,
         }
     }
 }
@@ -244,7 +266,8 @@ impl Default for Manifest {
 #[derive(Debug)]
 struct Inner {
     runs: BTreeMap<String, RunState>,
-    wal: WalWriter,
+    /// None in a read-only store.
+    wal: Option<WalWriter>,
     /// Rows of completed points not yet in Parquet.
     tail: Vec<ObservableRow>,
     /// Diagnostics of completed points not yet in Parquet.
@@ -255,7 +278,7 @@ struct Inner {
     /// Log records appended since the last checkpoint.
     dirty: bool,
     /// Files a compaction replaced, kept until no query planned before it can still read them.
-    retired: Vec<(PathBuf, std::time::Instant)>,
+    retired: Vec<(String, std::time::Instant)>,
 }
 
 /// How long files a compaction replaced stay on disk for the queries that may still read them.
@@ -276,6 +299,10 @@ pub struct CompactReport {
 pub struct Store {
     config: StoreConfig,
     dir: PathBuf,
+    /// Where the closed files and the manifest live.
+    files: Files,
+    /// A read-only store: what each node's manifest published, by node id.
+    nodes: Mutex<BTreeMap<String, NodeView>>,
     models: Vec<(String, MeasurementModel)>,
     inner: Mutex<Inner>,
     view: Arc<RwLock<QueryView>>,
@@ -287,6 +314,15 @@ pub struct Store {
     listeners: RwLock<Vec<Arc<dyn PointListener>>>,
     /// Held by the one checkpoint that runs at a time (never with `inner`'s lock waiting on it).
     checkpointing: Mutex<()>,
+}
+
+/// One writing daemon's published files, as a read-only store last read them.
+#[derive(Debug)]
+struct NodeView {
+    manifest_bytes: Vec<u8>,
+    manifest: Manifest,
+    runs: Vec<RunRow>,
+    layers: Vec<(String, LayerInfo)>,
 }
 
 /// A completed point, as the store tells its [`PointListener`]s.
@@ -360,35 +396,28 @@ impl Store {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let dir = dir.canonicalize().map_err(|e| Error::io(dir, e))?;
-        let manifest_path = dir.join("manifest.json");
-        let manifest: Manifest = if manifest_path.exists() {
-            let text = std::fs::read_to_string(&manifest_path)
-                .map_err(|e| Error::io(&manifest_path, e))?;
-            let corrupt =
-                |e: serde_json::Error| Error::Corrupt(format!("{}: {e}", manifest_path.display()));
-            // The format first: a newer manifest may not parse as this version's.
-            let value: serde_json::Value = serde_json::from_str(&text).map_err(corrupt)?;
-            let format = value.get("format").and_then(|f| f.as_u64()).unwrap_or(1);
-            if format > u64::from(MANIFEST_FORMAT) {
-                return Err(Error::NewerFormat(format!(
-                    "{} is manifest format {format}; this lrid ({}) reads formats 1 to {MANIFEST_FORMAT}: run a newer lrid on this data folder (nothing was changed)",
-                    manifest_path.display(),
-                    env!("CARGO_PKG_VERSION")
-                )));
-            }
-            serde_json::from_value(value).map_err(corrupt)?
-        } else {
-            Manifest {
+        let files = store_files(&config, &dir)?;
+        let read_only = config.read_only;
+        let manifest: Manifest = match files.read_manifest()? {
+            _ if read_only => Manifest::default(),
+            Some(bytes) => parse_manifest(&bytes, &files.location(MANIFEST))?,
+            None => Manifest {
                 wal_from: 1,
                 next_seq: 1,
                 ..Manifest::default()
-            }
+            },
         };
-        remove_orphans(&dir, &manifest, &[])?;
-
+        let wal_dir = dir.join("wal");
         let mut runs: BTreeMap<String, RunState> = BTreeMap::new();
-        if let Some(f) = &manifest.runs {
-            for row in load_runs(&dir.join("runs").join(f))? {
+        let (wal, replay) = if read_only {
+            (None, Vec::new())
+        } else {
+            // In an object store, files the manifest does not name are removed only once this
+            // daemon has replaced the manifest (proving the node is its own).
+            let keep_unlisted = files.remote().is_some();
+            remove_orphans(&files, &wal_dir, &manifest, &[], keep_unlisted)?;
+            let (rows, layers) = load_runs_and_layers(&files, "", &manifest)?;
+            for row in rows {
                 runs.insert(
                     row.run_id.clone(),
                     RunState {
@@ -399,42 +428,53 @@ impl Store {
                     },
                 );
             }
-        }
-        if let Some(f) = &manifest.layers {
-            for (run, layer) in load_layers(&dir.join("layers").join(f))? {
+            for (run, layer) in layers {
                 if let Some(r) = runs.get_mut(&run) {
                     r.layers.insert(layer.index, layer);
                 }
             }
-        }
-        for f in &manifest.observables {
-            let path = dir.join("observables").join(f);
-            for b in read_parquet(&path, Some(&["run_id", "point"]))? {
-                let ids = b.column(0).as_string::<i32>();
-                let points = b.column(1).as_primitive::<UInt32Type>();
-                for i in 0..b.num_rows() {
-                    if let Some(r) = runs.get_mut(ids.value(i)) {
-                        r.completed.insert(points.value(i));
+            for f in &manifest.observables {
+                let rel = format!("observables/{f}");
+                for b in files.read_parquet(&rel, Some(&["run_id", "point"]))? {
+                    let ids = b.column(0).as_string::<i32>();
+                    let points = b.column(1).as_primitive::<UInt32Type>();
+                    for i in 0..b.num_rows() {
+                        if let Some(r) = runs.get_mut(ids.value(i)) {
+                            r.completed.insert(points.value(i));
+                        }
                     }
                 }
             }
-        }
-
-        let wal_dir = dir.join("wal");
-        let existing = segments(&wal_dir)?;
-        let replay: Vec<u64> = existing
-            .iter()
-            .copied()
-            .filter(|&s| s >= manifest.wal_from)
-            .collect();
-        let next_segment = existing
-            .last()
-            .map_or(manifest.wal_from, |s| s + 1)
-            .max(manifest.wal_from);
-        let wal = WalWriter::create(&wal_dir, next_segment, config.sync)?;
+            let existing = segments(&wal_dir)?;
+            let replay: Vec<u64> = existing
+                .iter()
+                .copied()
+                .filter(|&s| s >= manifest.wal_from)
+                .collect();
+            let next_segment = existing
+                .last()
+                .map_or(manifest.wal_from, |s| s + 1)
+                .max(manifest.wal_from);
+            (
+                Some(WalWriter::create(&wal_dir, next_segment, config.sync)?),
+                replay,
+            )
+        };
         let view = Arc::new(RwLock::new(QueryView::empty()));
+        let ctx = SessionContext::new_with_config(
+            SessionConfig::new()
+                .with_information_schema(true)
+                .with_default_catalog_and_schema("lrid", "public"),
+        );
+        if let Some(remote) = files.remote() {
+            let (object_store, root) = remote.store();
+            let url = datafusion::execution::object_store::ObjectStoreUrl::parse(root)?;
+            ctx.register_object_store(url.as_ref(), object_store.clone());
+        }
         let store = Store {
             dir: dir.clone(),
+            files,
+            nodes: Mutex::new(BTreeMap::new()),
             models,
             inner: Mutex::new(Inner {
                 runs,
@@ -447,11 +487,7 @@ impl Store {
                 retired: Vec::new(),
             }),
             view: view.clone(),
-            ctx: SessionContext::new_with_config(
-                SessionConfig::new()
-                    .with_information_schema(true)
-                    .with_default_catalog_and_schema("lrid", "public"),
-            ),
+            ctx,
             selections: Mutex::new(HashMap::new()),
             view_rules: Mutex::new(None),
             listeners: RwLock::new(Vec::new()),
@@ -526,8 +562,8 @@ impl Store {
         {
             let inner = store.inner.lock().expect("store lock");
             for f in &inner.manifest.identifications {
-                let path = store.dir.join("identifications").join(f);
-                for b in read_parquet(&path, Some(&["probabilities"]))? {
+                let rel = format!("identifications/{f}");
+                for b in store.files.read_parquet(&rel, Some(&["probabilities"]))? {
                     rules.extend(rules_in(&b));
                 }
             }
@@ -536,7 +572,19 @@ impl Store {
             }
         }
         store.add_identification_rules(&rules).await?;
-        Ok(Arc::new(store))
+        let store = Arc::new(store);
+        if read_only {
+            let s = store.clone();
+            let rules = tokio::task::spawn_blocking(move || s.refresh_nodes())
+                .await
+                .expect("refresh task")?;
+            store.add_identification_rules(&rules).await?;
+            tokio::spawn(poll_nodes(
+                Arc::downgrade(&store),
+                std::time::Duration::from_millis(store.config.refresh_interval_ms.max(50)),
+            ));
+        }
+        Ok(store)
     }
 
     /// The SQL context: tables `runs`, `layers`, `observables`, `diagnostics` and the views.
@@ -553,6 +601,7 @@ impl Store {
     /// Stores the rows of one analysis (batches of [`crate::ANALYSES_SCHEMA`]) durably,
     /// replacing an earlier analysis of the same name; the number of rows stored.
     pub fn put_analysis(&self, batches: &[RecordBatch]) -> Result<usize> {
+        self.writable()?;
         crate::analyses::put(&self.dir, batches)
     }
 
@@ -569,6 +618,7 @@ impl Store {
 
     /// Opens a run. Opening it again with the same labels is a no-op (a client's retry).
     pub fn open_run(&self, msg: &OpenRun) -> Result<()> {
+        self.writable()?;
         check_protocol(msg.protocol)?;
         lrid_protocol::validate_run_id(&msg.run_id).map_err(Error::InvalidArgument)?;
         let mut inner = self.inner.lock().expect("store lock");
@@ -599,6 +649,7 @@ impl Store {
     /// Summarises one snapshot and stores its contribution durably. The values are the tensor
     /// of `header.measure` in C order.
     pub fn record<T: Element>(&self, header: &SnapshotHeader, values: &[T]) -> Result<SnapshotAck> {
+        self.writable()?;
         let batch = self.validate_snapshot(header, values.len())?;
         let key = (header.layer.index, measure_key(header.measure), batch);
         // Reserve the snapshot, so that a duplicate is refused while this one is summarised.
@@ -826,6 +877,7 @@ impl Store {
 
     /// Completes a point: its rows are stored durably and become queryable.
     pub fn complete_point(&self, msg: &CompletePoint) -> Result<PointAck> {
+        self.writable()?;
         check_protocol(msg.protocol)?;
         let mut inner = self.inner.lock().expect("store lock");
         let run = self.open_run_state(&mut inner, &msg.run_id)?;
@@ -864,7 +916,7 @@ impl Store {
             msg.step,
             msg.diagnostics.clone(),
         )?;
-        inner.wal.append(&[Record::CompletePoint {
+        wal_of(&mut inner)?.append(&[Record::CompletePoint {
             run_id: msg.run_id.clone(),
             point: msg.point,
             step: msg.step,
@@ -915,6 +967,7 @@ impl Store {
     /// Stores identification rows durably (logged before this returns) and makes them
     /// queryable. Every row is checked first: a bad row stores none of them.
     pub fn put_identifications(&self, rows: Vec<IdentificationRow>) -> Result<()> {
+        self.writable()?;
         if rows.is_empty() {
             return Ok(());
         }
@@ -968,6 +1021,7 @@ impl Store {
 
     /// Closes a run; points not completed are dropped. Closing twice is a no-op.
     pub fn close_run(&self, msg: &CloseRun) -> Result<()> {
+        self.writable()?;
         check_protocol(msg.protocol)?;
         let mut inner = self.inner.lock().expect("store lock");
         match inner.runs.get(&msg.run_id) {
@@ -990,7 +1044,7 @@ impl Store {
 
     /// Appends a record to the log (durably), then applies it.
     fn commit(&self, inner: &mut Inner, record: Record) -> Result<()> {
-        inner.wal.append(std::slice::from_ref(&record))?;
+        wal_of(inner)?.append(std::slice::from_ref(&record))?;
         inner.dirty = true;
         self.apply(inner, record)
     }
@@ -1179,7 +1233,7 @@ impl Store {
         let files = |sub: &str, names: &[String]| {
             names
                 .iter()
-                .map(|f| self.dir.join(sub).join(f))
+                .map(|f| self.files.location(&format!("{sub}/{f}")))
                 .collect::<Vec<_>>()
         };
         view.files = files("observables", &manifest.observables);
@@ -1236,11 +1290,14 @@ impl Store {
     /// previous one names the previous files and the segments from which the log replays, the
     /// new segment included. If a write fails, the rows go back to memory for the next try.
     pub fn checkpoint(&self) -> Result<()> {
+        if self.config.read_only {
+            return Ok(());
+        }
         let _one = self.checkpointing.lock().expect("checkpoint lock");
         let wal_dir = self.dir.join("wal");
         // The next segment, created (header, fsync) before the store lock is taken.
         let (segment, seq) = {
-            let inner = self.inner.lock().expect("store lock");
+            let mut inner = self.inner.lock().expect("store lock");
             if !inner.dirty
                 && inner.tail.is_empty()
                 && inner.diagnostics.is_empty()
@@ -1248,14 +1305,14 @@ impl Store {
             {
                 return Ok(());
             }
-            (inner.wal.seq + 1, inner.manifest.next_seq)
+            (wal_of(&mut inner)?.seq + 1, inner.manifest.next_seq)
         };
         let wal = WalWriter::create(&wal_dir, segment, self.config.sync)?;
 
         // 1. Swap, under the lock.
         let (taken, published, runs, layers, image, mut manifest) = {
             let mut inner = self.inner.lock().expect("store lock");
-            inner.wal = wal;
+            inner.wal = Some(wal);
             inner.dirty = false;
             let taken = (
                 std::mem::take(&mut inner.tail),
@@ -1302,6 +1359,9 @@ impl Store {
             (inner.tail, inner.diagnostics, inner.identifications) =
                 (tail, diagnostics, identifications);
             inner.dirty = true;
+            // The next try writes files of new names (an object store's files are created,
+            // never replaced); what this one wrote is removed as unlisted later.
+            inner.manifest.next_seq = inner.manifest.next_seq.max(seq + 1);
             return Err(e);
         }
         inner.manifest = manifest.clone();
@@ -1315,7 +1375,7 @@ impl Store {
             view.identifications_tail.drain(..published.2);
         }
         drop(inner);
-        remove_orphans(&self.dir, &manifest, &retired)?;
+        remove_orphans(&self.files, &wal_dir, &manifest, &retired, false)?;
         tracing::debug!(rows = taken.0.len(), seq, "checkpoint");
         Ok(())
     }
@@ -1342,8 +1402,12 @@ impl Store {
                 &observables_batch(tail),
                 &["run_id", "layer_index", "point", "model"],
             )?;
-            let path = self.dir.join("observables").join(&part);
-            write_parquet(&path, &OBSERVABLES_SCHEMA, &[batch])?;
+            self.files.write_parquet(
+                &format!("observables/{part}"),
+                &OBSERVABLES_SCHEMA,
+                &[batch],
+                ROW_GROUP_ROWS,
+            )?;
             manifest.observables.push(part.clone());
         }
         if !diagnostics.is_empty() {
@@ -1351,8 +1415,12 @@ impl Store {
                 &diagnostics_batch(diagnostics),
                 &["run_id", "layer_index", "point", "name"],
             )?;
-            let path = self.dir.join("diagnostics").join(&part);
-            write_parquet(&path, &DIAGNOSTICS_SCHEMA, &[batch])?;
+            self.files.write_parquet(
+                &format!("diagnostics/{part}"),
+                &DIAGNOSTICS_SCHEMA,
+                &[batch],
+                ROW_GROUP_ROWS,
+            )?;
             manifest.diagnostics.push(part.clone());
         }
         if !identifications.is_empty() {
@@ -1360,21 +1428,27 @@ impl Store {
                 &identifications_batch(identifications),
                 &["run_id", "identifier", "point"],
             )?;
-            let path = self.dir.join("identifications").join(&part);
-            write_parquet(&path, &IDENTIFICATIONS_SCHEMA, &[batch])?;
+            self.files.write_parquet(
+                &format!("identifications/{part}"),
+                &IDENTIFICATIONS_SCHEMA,
+                &[batch],
+                ROW_GROUP_ROWS,
+            )?;
             manifest.identifications.push(part);
         }
         let runs_name = format!("runs-{seq:08}.parquet");
-        write_parquet(
-            &self.dir.join("runs").join(&runs_name),
+        self.files.write_parquet(
+            &format!("runs/{runs_name}"),
             &RUNS_SCHEMA,
             &[runs_batch(runs.iter())],
+            ROW_GROUP_ROWS,
         )?;
         let layers_name = format!("layers-{seq:08}.parquet");
-        write_parquet(
-            &self.dir.join("layers").join(&layers_name),
+        self.files.write_parquet(
+            &format!("layers/{layers_name}"),
             &LAYERS_SCHEMA,
             &[layers_batch(layers.iter().map(|(id, l)| (id.as_str(), l)))],
+            ROW_GROUP_ROWS,
         )?;
         crate::wal::write_image(&self.dir.join("wal"), segment, image)?;
         manifest.runs = Some(runs_name);
@@ -1383,13 +1457,20 @@ impl Store {
         manifest.wal_image = Some(segment);
         manifest.next_seq = seq + 1;
         manifest.format = MANIFEST_FORMAT;
-        write_manifest(&self.dir, manifest)
+        self.write_manifest(manifest)
+    }
+
+    /// Replaces the manifest (atomically; in an object store only over the version this
+    /// daemon read or wrote last).
+    fn write_manifest(&self, manifest: &Manifest) -> Result<()> {
+        self.files
+            .write_manifest(serde_json::to_vec_pretty(manifest).expect("manifest"))
     }
 }
 
 impl Inner {
     /// The retired files still kept; forgets those kept long enough (the caller removes them).
-    fn still_retired(&mut self) -> Vec<PathBuf> {
+    fn still_retired(&mut self) -> Vec<String> {
         self.retired
             .retain(|(_, at)| at.elapsed() < RETIRED_FILES_KEPT);
         self.retired.iter().map(|(p, _)| p.clone()).collect()
@@ -1400,7 +1481,7 @@ impl Store {
     /// Whether a table has enough small files for [`Store::compact`] to run in the background
     /// (`compact_min_files`).
     pub fn needs_compaction(&self) -> bool {
-        if self.config.compact_min_files == 0 {
+        if self.config.compact_min_files == 0 || self.config.read_only {
             return false;
         }
         let manifest = self.inner.lock().expect("store lock").manifest.clone();
@@ -1419,8 +1500,9 @@ impl Store {
         names
             .iter()
             .filter(|n| {
-                std::fs::metadata(self.dir.join(sub).join(n))
-                    .is_ok_and(|m| m.len() < self.config.compact_target_bytes)
+                self.files
+                    .size(&format!("{sub}/{n}"))
+                    .is_ok_and(|len| len < self.config.compact_target_bytes)
             })
             .cloned()
             .collect()
@@ -1434,10 +1516,24 @@ impl Store {
     /// ([`RETIRED_FILES_KEPT`]) for queries planned before the swap. Runs beside ingest and
     /// queries; waits for a running checkpoint (and a checkpoint for it).
     pub fn compact(&self) -> Result<CompactReport> {
+        if self.config.read_only {
+            return Ok(CompactReport::default());
+        }
         let _one = self.checkpointing.lock().expect("checkpoint lock");
         let mut manifest = self.inner.lock().expect("store lock").manifest.clone();
+        let compacted = self.compact_files(&mut manifest);
+        if compacted.is_err() {
+            // The next try writes files of new names (see `checkpoint`).
+            let mut inner = self.inner.lock().expect("store lock");
+            inner.manifest.next_seq = inner.manifest.next_seq.max(manifest.next_seq);
+        }
+        compacted
+    }
+
+    /// [`Store::compact`]'s work, under the checkpoint lock; `manifest` is the current one.
+    fn compact_files(&self, manifest: &mut Manifest) -> Result<CompactReport> {
         let mut report = CompactReport::default();
-        let mut replaced: Vec<PathBuf> = Vec::new();
+        let mut replaced: Vec<String> = Vec::new();
         for (sub, schema, keys) in [
             (
                 "observables",
@@ -1462,10 +1558,7 @@ impl Store {
             let mut groups: Vec<Vec<String>> = vec![Vec::new()];
             let mut size = 0u64;
             for name in &small {
-                let path = self.dir.join(sub).join(name);
-                let len = std::fs::metadata(&path)
-                    .map_err(|e| Error::io(&path, e))?
-                    .len();
+                let len = self.files.size(&format!("{sub}/{name}"))?;
                 if size + len > self.config.compact_target_bytes
                     && !groups.last().expect("a group").is_empty()
                 {
@@ -1480,20 +1573,21 @@ impl Store {
             for group in groups.into_iter().filter(|g| g.len() >= 2) {
                 let mut batches = Vec::new();
                 for name in &group {
-                    batches.extend(read_parquet(&self.dir.join(sub).join(name), None)?);
+                    batches.extend(self.files.read_parquet(&format!("{sub}/{name}"), None)?);
                 }
                 let all = arrow::compute::concat_batches(schema, &batches)?;
                 report.rows += all.num_rows();
                 let sorted = sort_by(&all, keys)?;
                 let name = format!("part-{:08}.parquet", manifest.next_seq);
                 manifest.next_seq += 1;
-                crate::tables::write_parquet_sorted(
-                    &self.dir.join(sub).join(&name),
+                self.files.write_parquet(
+                    &format!("{sub}/{name}"),
                     schema,
                     &[sorted],
+                    SORTED_ROW_GROUP_ROWS,
                 )?;
                 report.written += 1;
-                replaced.extend(group.iter().map(|n| self.dir.join(sub).join(n)));
+                replaced.extend(group.iter().map(|n| format!("{sub}/{n}")));
                 merged_away.extend(group);
                 written.push(name);
             }
@@ -1522,7 +1616,7 @@ impl Store {
             return Ok(report);
         }
         manifest.format = MANIFEST_FORMAT;
-        write_manifest(&self.dir, &manifest)?;
+        self.write_manifest(manifest)?;
         let mut inner = self.inner.lock().expect("store lock");
         inner.manifest = manifest.clone();
         let now = std::time::Instant::now();
@@ -1535,23 +1629,16 @@ impl Store {
             self.publish_files(&mut view, &manifest);
         }
         drop(inner);
-        remove_orphans(&self.dir, &manifest, &retired)?;
+        remove_orphans(
+            &self.files,
+            &self.dir.join("wal"),
+            &manifest,
+            &retired,
+            false,
+        )?;
         tracing::info!(merged = ?report.merged, written = report.written, rows = report.rows, "compacted");
         Ok(report)
     }
-}
-
-/// Writes `manifest.json` durably and atomically (a temporary file, synced, renamed).
-fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<()> {
-    let path = dir.join("manifest.json");
-    let tmp = dir.join("manifest.json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(manifest).expect("manifest"))
-        .map_err(|e| Error::io(&tmp, e))?;
-    std::fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
-    crate::wal::sync_dir(dir)
 }
 
 /// Applies a point's completion whose rows [`Store::completion`] made: cannot fail.
@@ -1659,47 +1746,83 @@ fn sort_by(batch: &RecordBatch, keys: &[&str]) -> Result<RecordBatch> {
 /// Deletes files of interrupted or superseded checkpoints.
 /// Removes the files of the tables and the log that `manifest` does not name, but for
 /// `retired` (files a compaction replaced that a running query may still read).
-fn remove_orphans(dir: &Path, manifest: &Manifest, retired: &[PathBuf]) -> Result<()> {
-    for (sub, keep) in [
-        (
-            "observables",
-            manifest.observables.iter().collect::<BTreeSet<_>>(),
-        ),
-        ("diagnostics", manifest.diagnostics.iter().collect()),
-        ("identifications", manifest.identifications.iter().collect()),
-        ("runs", manifest.runs.iter().collect()),
-        ("layers", manifest.layers.iter().collect()),
-    ] {
-        let d = dir.join(sub);
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if !keep.contains(&name) && !retired.contains(&e.path()) {
-                std::fs::remove_file(e.path()).map_err(|err| Error::io(&e.path(), err))?;
-            }
-        }
+fn remove_orphans(
+    files: &Files,
+    wal_dir: &Path,
+    manifest: &Manifest,
+    retired: &[String],
+    keep_unlisted: bool,
+) -> Result<()> {
+    let set = |names: &[String]| names.iter().cloned().collect::<BTreeSet<_>>();
+    if !keep_unlisted {
+        files.remove_unlisted(
+            &[
+                ("observables", set(&manifest.observables)),
+                ("diagnostics", set(&manifest.diagnostics)),
+                ("identifications", set(&manifest.identifications)),
+                ("runs", manifest.runs.iter().cloned().collect()),
+                ("layers", manifest.layers.iter().cloned().collect()),
+            ],
+            retired,
+        )?;
     }
-    let wal_dir = dir.join("wal");
-    for seq in segments(&wal_dir)? {
+    for seq in segments(wal_dir)? {
         if seq < manifest.wal_from {
-            let p = crate::wal::segment_path(&wal_dir, seq);
+            let p = crate::wal::segment_path(wal_dir, seq);
             std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
         }
     }
-    for seq in crate::wal::images(&wal_dir)? {
+    for seq in crate::wal::images(wal_dir)? {
         if Some(seq) != manifest.wal_image {
-            let p = crate::wal::image_path(&wal_dir, seq);
+            let p = crate::wal::image_path(wal_dir, seq);
             std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
         }
     }
     Ok(())
 }
 
-fn load_runs(path: &Path) -> Result<Vec<RunRow>> {
+/// Parses a manifest, refusing a newer format than this lrid reads (nothing is changed).
+fn parse_manifest(bytes: &[u8], location: &str) -> Result<Manifest> {
+    let corrupt = |e: serde_json::Error| Error::Corrupt(format!("{location}: {e}"));
+    // The format first: a newer manifest may not parse as this version's.
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(corrupt)?;
+    let format = value.get("format").and_then(|f| f.as_u64()).unwrap_or(1);
+    if format > u64::from(MANIFEST_FORMAT) {
+        return Err(Error::NewerFormat(format!(
+            "{location} is manifest format {format}; this lrid ({}) reads formats 1 to {MANIFEST_FORMAT}: run a newer lrid on this data folder (nothing was changed)",
+            env!("CARGO_PKG_VERSION")
+        )));
+    }
+    serde_json::from_value(value).map_err(corrupt)
+}
+
+/// The `runs` and `layers` rows a manifest names (`base`: the node's folder, or "").
+fn load_runs_and_layers(
+    files: &Files,
+    base: &str,
+    manifest: &Manifest,
+) -> Result<(Vec<RunRow>, Vec<(String, LayerInfo)>)> {
+    let rel = |sub: &str, f: &str| {
+        if base.is_empty() {
+            format!("{sub}/{f}")
+        } else {
+            format!("{base}/{sub}/{f}")
+        }
+    };
+    let runs = match &manifest.runs {
+        Some(f) => load_runs(files, &rel("runs", f))?,
+        None => Vec::new(),
+    };
+    let layers = match &manifest.layers {
+        Some(f) => load_layers(files, &rel("layers", f))?,
+        None => Vec::new(),
+    };
+    Ok((runs, layers))
+}
+
+fn load_runs(files: &Files, rel: &str) -> Result<Vec<RunRow>> {
     let mut rows = Vec::new();
-    for b in read_parquet(path, None)? {
+    for b in files.read_parquet(rel, None)? {
         let s = |i: usize| b.column(i).as_string::<i32>().clone();
         let (id, rule, arch, task, hp, status) = (s(0), s(1), s(2), s(3), s(7), s(8));
         let bs = b.column(4).as_primitive::<UInt32Type>().clone();
@@ -1746,21 +1869,22 @@ fn load_runs(path: &Path) -> Result<Vec<RunRow>> {
     Ok(rows)
 }
 
-fn load_layers(path: &Path) -> Result<Vec<(String, LayerInfo)>> {
+fn load_layers(files: &Files, rel: &str) -> Result<Vec<(String, LayerInfo)>> {
     let mut out = Vec::new();
-    for b in read_parquet(path, None)? {
+    let location = files.location(rel);
+    for b in files.read_parquet(rel, None)? {
         let s = |i: usize| b.column(i).as_string::<i32>().clone();
         let (id, name, position, wshape, ashape) = (s(0), s(2), s(3), s(4), s(6));
         let index = b.column(1).as_primitive::<UInt32Type>().clone();
         let _ = b.column(5).as_primitive::<UInt64Type>();
         let parse = |t: &str| -> Result<Vec<u64>> {
             serde_json::from_str(t)
-                .map_err(|e| Error::Corrupt(format!("{}: shape {t:?}: {e}", path.display())))
+                .map_err(|e| Error::Corrupt(format!("{location}: shape {t:?}: {e}")))
         };
         for i in 0..b.num_rows() {
             let position: Position =
                 serde_json::from_value(serde_json::Value::String(position.value(i).to_string()))
-                    .map_err(|e| Error::Corrupt(format!("{}: {e}", path.display())))?;
+                    .map_err(|e| Error::Corrupt(format!("{location}: {e}")))?;
             out.push((
                 id.value(i).to_string(),
                 LayerInfo {
@@ -1774,4 +1898,236 @@ fn load_layers(path: &Path) -> Result<Vec<(String, LayerInfo)>> {
         }
     }
     Ok(out)
+}
+
+/// The log of a writing store.
+fn wal_of(inner: &mut Inner) -> Result<&mut WalWriter> {
+    inner.wal.as_mut().ok_or_else(read_only_error)
+}
+
+fn read_only_error() -> Error {
+    Error::FailedPrecondition(
+        "this daemon is read-only (lrid serve --read-only): it serves SQL over the object store and takes no ingest; record to a writing daemon".into(),
+    )
+}
+
+/// What the data folder says of the object store it belongs to (`node.json`), so that its
+/// write-ahead log is never replayed into another node's files.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct NodeFile {
+    object_store: String,
+    node_id: String,
+}
+
+/// Where the store's closed files live, by the configuration: the data folder, an object
+/// store under `node=<id>/` (the id kept in `node.json`), or, read-only, every node.
+fn store_files(config: &StoreConfig, dir: &Path) -> Result<Files> {
+    let node_file = dir.join("node.json");
+    let kept: Option<NodeFile> = if node_file.exists() {
+        let text = std::fs::read(&node_file).map_err(|e| Error::io(&node_file, e))?;
+        Some(
+            serde_json::from_slice(&text)
+                .map_err(|e| Error::Corrupt(format!("{}: {e}", node_file.display())))?,
+        )
+    } else {
+        None
+    };
+    let Some(url) = &config.object_store else {
+        if config.read_only {
+            return Err(Error::InvalidArgument(
+                "a read-only store serves an object store's files: give one (lrid serve --read-only --store s3://bucket/prefix)".into(),
+            ));
+        }
+        if let Some(k) = kept {
+            return Err(Error::InvalidArgument(format!(
+                "the data folder {} belongs to node {:?} of {}: its write-ahead log holds that node's data; set [store] object_store = {:?} (or use another data folder)",
+                dir.display(),
+                k.node_id,
+                k.object_store,
+                k.object_store
+            )));
+        }
+        return Ok(Files::Local(dir.to_path_buf()));
+    };
+    crate::files::split_url(url)?;
+    if config.read_only {
+        return Ok(Files::Remote(RemoteFiles::s3(
+            url,
+            &config.object_store_options,
+            "",
+        )?));
+    }
+    if dir.join(MANIFEST).exists() {
+        return Err(Error::InvalidArgument(format!(
+            "the data folder {} holds a local store ({MANIFEST}): a daemon writing to {url} needs a data folder of its own",
+            dir.display()
+        )));
+    }
+    let node_id = match (&config.node_id, kept) {
+        (Some(id), Some(k)) if *id != k.node_id || *url != k.object_store => {
+            return Err(Error::InvalidArgument(format!(
+                "[store] node_id = {id:?} in {url}, but the data folder {} belongs to node {:?} of {} (its write-ahead log is that node's): use those or another data folder",
+                dir.display(),
+                k.node_id,
+                k.object_store
+            )));
+        }
+        (None, Some(k)) if *url != k.object_store => {
+            return Err(Error::InvalidArgument(format!(
+                "[store] object_store = {url:?}, but the data folder {} belongs to node {:?} of {} (its write-ahead log is that node's): use that store or another data folder",
+                dir.display(),
+                k.node_id,
+                k.object_store
+            )));
+        }
+        (_, Some(k)) => k.node_id,
+        (id, None) => {
+            let id = match id {
+                Some(id) => id.clone(),
+                None => format!(
+                    "{:012x}",
+                    draw_id(&[
+                        &now_ms().to_le_bytes(),
+                        &std::process::id().to_le_bytes(),
+                        dir.as_os_str().as_encoded_bytes(),
+                    ]) & 0xffff_ffff_ffff
+                ),
+            };
+            crate::files::check_node_id(&id)?;
+            let text = serde_json::to_vec_pretty(&NodeFile {
+                object_store: url.clone(),
+                node_id: id.clone(),
+            })
+            .expect("node file");
+            std::fs::write(&node_file, text).map_err(|e| Error::io(&node_file, e))?;
+            crate::wal::sync_dir(dir)?;
+            id
+        }
+    };
+    crate::files::check_node_id(&node_id)?;
+    Ok(Files::Remote(RemoteFiles::s3(
+        url,
+        &config.object_store_options,
+        &format!("{NODE_PREFIX}{node_id}"),
+    )?))
+}
+
+impl Store {
+    /// Refuses a write to a read-only store.
+    fn writable(&self) -> Result<()> {
+        if self.config.read_only {
+            return Err(read_only_error());
+        }
+        Ok(())
+    }
+
+    /// This daemon's node id in its object store (None: the data folder holds the files).
+    pub fn node_id(&self) -> Option<String> {
+        match &self.files {
+            Files::Remote(_) if !self.config.read_only => {
+                let text = std::fs::read(self.dir.join("node.json")).ok()?;
+                serde_json::from_slice::<NodeFile>(&text)
+                    .ok()
+                    .map(|n| n.node_id)
+            }
+            _ => None,
+        }
+    }
+
+    /// Where the closed files are: the data folder, or the object store's URL.
+    pub fn location(&self) -> String {
+        self.files.describe()
+    }
+
+    /// A read-only store: reads every node's manifest, and where one changed, its `runs` and
+    /// `layers`; then points queries at every node's files in one step. The rules named by
+    /// the identification files of the nodes that changed (for the `identifications` view).
+    fn refresh_nodes(&self) -> Result<BTreeSet<String>> {
+        let remote = self.files.remote().expect("a read-only store is remote");
+        let mut nodes = self.nodes.lock().expect("nodes lock");
+        let ids = remote.nodes()?;
+        let mut changed = nodes.len() != nodes.keys().filter(|k| ids.contains(k)).count();
+        nodes.retain(|k, _| ids.contains(k));
+        let mut rules = BTreeSet::new();
+        for id in &ids {
+            let base = format!("{NODE_PREFIX}{id}");
+            let rel = format!("{base}/{MANIFEST}");
+            let Some((bytes, _)) = remote.get(&rel)? else {
+                continue;
+            };
+            if nodes.get(id).is_some_and(|n| n.manifest_bytes == bytes) {
+                continue;
+            }
+            let manifest = parse_manifest(&bytes, &remote.url(&rel))?;
+            let (runs, layers) = load_runs_and_layers(&self.files, &base, &manifest)?;
+            for f in &manifest.identifications {
+                let rel = format!("{base}/identifications/{f}");
+                for b in self.files.read_parquet(&rel, Some(&["probabilities"]))? {
+                    rules.extend(rules_in(&b));
+                }
+            }
+            nodes.insert(
+                id.clone(),
+                NodeView {
+                    manifest_bytes: bytes.to_vec(),
+                    manifest,
+                    runs,
+                    layers,
+                },
+            );
+            changed = true;
+        }
+        if changed {
+            let located = |sub: &str, pick: fn(&Manifest) -> &Vec<String>| {
+                nodes
+                    .iter()
+                    .flat_map(|(id, n)| {
+                        pick(&n.manifest).iter().map(move |f| {
+                            self.files.location(&format!("{NODE_PREFIX}{id}/{sub}/{f}"))
+                        })
+                    })
+                    .collect::<Vec<_>>()
+            };
+            let runs = runs_batch(nodes.values().flat_map(|n| n.runs.iter()));
+            let layers = layers_batch(
+                nodes
+                    .values()
+                    .flat_map(|n| n.layers.iter().map(|(id, l)| (id.as_str(), l))),
+            );
+            let mut view = self.view.write().expect("query view lock");
+            view.runs = runs;
+            view.layers = vec![layers];
+            view.files = located("observables", |m| &m.observables);
+            view.diagnostics_files = located("diagnostics", |m| &m.diagnostics);
+            view.identifications_files = located("identifications", |m| &m.identifications);
+            tracing::info!(nodes = nodes.len(), "read the object store's manifests");
+        }
+        Ok(rules)
+    }
+}
+
+/// A read-only store's loop: reads the nodes' manifests every `interval` until the store is
+/// dropped; a failed read is logged and tried again.
+async fn poll_nodes(store: std::sync::Weak<Store>, interval: std::time::Duration) {
+    let mut tick = tokio::time::interval(interval);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(s) = store.upgrade() else {
+            return;
+        };
+        let refreshed = {
+            let s = s.clone();
+            tokio::task::spawn_blocking(move || s.refresh_nodes()).await
+        };
+        match refreshed {
+            Ok(Ok(rules)) => {
+                if let Err(e) = s.add_identification_rules(&rules).await {
+                    tracing::warn!("identification rules: {e}");
+                }
+            }
+            Ok(Err(e)) => tracing::warn!("reading the object store: {e}"),
+            Err(e) => tracing::warn!("object store refresh task: {e}"),
+        }
+    }
 }

@@ -3,7 +3,7 @@
 //! and the in-memory tail.
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, LazyLock, Mutex, RwLock};
 
 use arrow::array::{
@@ -23,7 +23,6 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::union::UnionExec;
 use lrid_stats::all_observables;
 use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
@@ -279,20 +278,26 @@ pub(crate) fn write_parquet(
     schema: &SchemaRef,
     batches: &[RecordBatch],
 ) -> Result<()> {
-    write_parquet_rows(path, schema, batches, 256 * 1024)
+    write_parquet_rows(path, schema, batches, ROW_GROUP_ROWS)
 }
 
-/// [`write_parquet`] for rows sorted by run: row groups of 32k rows, so that the row groups'
+/// Row groups of the Parquet files of the ingest path (256k rows: few, large row groups).
+pub(crate) const ROW_GROUP_ROWS: usize = 256 * 1024;
+
+/// Row groups of files sorted by run (compaction): 32k rows, so that the row groups'
 /// statistics let a query of one run skip all but a few.
-pub(crate) fn write_parquet_sorted(
-    path: &Path,
-    schema: &SchemaRef,
-    batches: &[RecordBatch],
-) -> Result<()> {
-    write_parquet_rows(path, schema, batches, 32 * 1024)
+pub(crate) const SORTED_ROW_GROUP_ROWS: usize = 32 * 1024;
+
+/// How every Parquet file of the store is written: zstd level 1, `row_group_rows` per group.
+pub(crate) fn writer_properties(row_group_rows: usize) -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("level 1")))
+        .set_max_row_group_row_count(Some(row_group_rows))
+        .build()
 }
 
-fn write_parquet_rows(
+/// Writes a Parquet file durably in a folder: a temporary file beside it, synced, renamed.
+pub(crate) fn write_parquet_rows(
     path: &Path,
     schema: &SchemaRef,
     batches: &[RecordBatch],
@@ -302,10 +307,7 @@ fn write_parquet_rows(
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let tmp = path.with_extension("parquet.tmp");
     let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("level 1")))
-        .set_max_row_group_row_count(Some(row_group_rows))
-        .build();
+    let props = writer_properties(row_group_rows);
     let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(props))?;
     for b in batches {
         writer.write(b)?;
@@ -318,29 +320,21 @@ fn write_parquet_rows(
 
 /// Reads a whole Parquet file (optionally only some columns).
 pub(crate) fn read_parquet(path: &Path, columns: Option<&[&str]>) -> Result<Vec<RecordBatch>> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
-    if let Some(columns) = columns {
-        let mask = parquet::arrow::ProjectionMask::columns(
-            builder.parquet_schema(),
-            columns.iter().copied(),
-        );
-        builder = builder.with_projection(mask);
-    }
-    let reader = builder.build()?;
-    Ok(reader.collect::<Result<Vec<_>, _>>()?)
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    crate::files::parquet_batches(bytes.into(), columns)
 }
 
-/// What queries see: the persisted `observables` and `diagnostics` files and the tails not yet
+/// What queries see: the persisted `observables` and `diagnostics` files (paths, or URLs of an
+/// object store registered with the session) and the tails not yet
 /// persisted, the current `runs` and `layers`. Swapped atomically, so a row is never seen twice
 /// or missed.
 #[derive(Debug, Clone)]
 pub(crate) struct QueryView {
-    pub files: Vec<PathBuf>,
+    pub files: Vec<String>,
     pub tail: Vec<RecordBatch>,
-    pub diagnostics_files: Vec<PathBuf>,
+    pub diagnostics_files: Vec<String>,
     pub diagnostics_tail: Vec<RecordBatch>,
-    pub identifications_files: Vec<PathBuf>,
+    pub identifications_files: Vec<String>,
     pub identifications_tail: Vec<RecordBatch>,
     pub runs: RecordBatch,
     /// One batch of every layer at the last full refresh, then one per layer added since.
@@ -378,7 +372,7 @@ pub(crate) struct LiveTable {
     pub view: Arc<RwLock<QueryView>>,
     /// The Parquet table of the last file list seen: a file never changes once listed, so its
     /// footer and statistics, cached inside the `ListingTable`, stay valid until the list does.
-    parquet: Mutex<Option<(Vec<PathBuf>, Arc<ListingTable>)>>,
+    parquet: Mutex<Option<(Vec<String>, Arc<ListingTable>)>>,
 }
 
 impl LiveTable {
@@ -392,7 +386,7 @@ impl LiveTable {
 
     /// The `ListingTable` over exactly `files` (no directory listing or listing cache can hide
     /// a file written since), reused while the list is the same.
-    fn parquet_table(&self, files: &[PathBuf]) -> datafusion::error::Result<Arc<ListingTable>> {
+    fn parquet_table(&self, files: &[String]) -> datafusion::error::Result<Arc<ListingTable>> {
         let mut cached = self.parquet.lock().expect("parquet table lock");
         if let Some((list, table)) = cached.as_ref()
             && list.as_slice() == files
@@ -401,7 +395,7 @@ impl LiveTable {
         }
         let urls = files
             .iter()
-            .map(|f| ListingTableUrl::parse(f.to_string_lossy()))
+            .map(ListingTableUrl::parse)
             .collect::<datafusion::error::Result<Vec<_>>>()?;
         let options =
             ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
