@@ -1626,13 +1626,13 @@ impl Store {
         let retired = inner.still_retired();
         {
             let mut view = self.view.write().expect("query view lock");
-            self.publish_files(&mut view, &manifest);
+            self.publish_files(&mut view, manifest);
         }
         drop(inner);
         remove_orphans(
             &self.files,
             &self.dir.join("wal"),
-            &manifest,
+            manifest,
             &retired,
             false,
         )?;
@@ -1796,12 +1796,15 @@ fn parse_manifest(bytes: &[u8], location: &str) -> Result<Manifest> {
     serde_json::from_value(value).map_err(corrupt)
 }
 
+/// A `layers` row: the run and the layer.
+type RunLayer = (String, LayerInfo);
+
 /// The `runs` and `layers` rows a manifest names (`base`: the node's folder, or "").
 fn load_runs_and_layers(
     files: &Files,
     base: &str,
     manifest: &Manifest,
-) -> Result<(Vec<RunRow>, Vec<(String, LayerInfo)>)> {
+) -> Result<(Vec<RunRow>, Vec<RunLayer>)> {
     let rel = |sub: &str, f: &str| {
         if base.is_empty() {
             format!("{sub}/{f}")
