@@ -16,7 +16,9 @@
 //!  lrid serve: lrid-server ◄─────────────────────────────┘
 //!        │ snapshots → lrid-stats (incremental statistics)
 //!        ▼
-//!  lrid-store: WAL → Parquet (runs, layers, observables, analyses) + DataFusion
+//!  lrid-store: WAL (local) → Parquet (runs, layers, observables, analyses) + DataFusion
+//!        │   Parquet + manifest in the data folder, or Arc<dyn ObjectStore>: s3://…/node=<id>/
+//!        │   (lrid serve --read-only --store s3://…: SQL over every node's files)
 //!        │ Flight SQL (lrid sql, ADBC, JDBC, pyarrow)
 //!        ▼
 //!  classifier_examples view ──► lrid dataset export (Parquet)

@@ -33,6 +33,13 @@
 //! ```
 //!
 //! e.g. DuckDB: `SELECT * FROM 'lrid-data/observables/*.parquet'`.
+//!
+//! With `[store] object_store = "s3://bucket/prefix"` the same tables and `manifest.json` live
+//! in the object store under `prefix/node=<id>/` (one folder per writing daemon; Parquet files
+//! are created, never replaced; the manifest is replaced by conditional put), while `wal/`,
+//! `node.json` (which node this folder's log belongs to) and `analyses/` stay in the data
+//! folder. A read-only store (`read_only`) serves the union of every node's files and re-reads
+//! their manifests every `refresh_interval_ms`.
 
 mod analyses;
 mod files;
