@@ -72,12 +72,14 @@ fn ingest(
         ),
         (None, Target::S3(s3)) => {
             let prefix = format!("s3://lrid-bench/{}", std::process::id());
+            // One node per run (the temporary folder's name, without its leading dot).
             let node = dir
                 .path()
                 .file_name()
                 .unwrap()
                 .to_string_lossy()
-                .replace('.', "-");
+                .trim_start_matches('.')
+                .to_string();
             Daemon::start_with_env(&data, &["--store", &prefix, "--node-id", &node], &s3.env())
         }
         (None, _) => Daemon::start(&data, &[]),

@@ -193,7 +193,7 @@ impl RemoteFiles {
     fn error(&self, rel: &str, e: object_store::Error) -> Error {
         Error::ObjectStore {
             location: self.url(rel),
-            source: Box::new(e),
+            cause: Box::new(e),
         }
     }
 
@@ -288,31 +288,45 @@ impl RemoteFiles {
     }
 }
 
-/// An object store's error in one line, saying first what the usual causes mean.
+/// An object store's error in one line: what the usual causes mean, the request, and the S3
+/// error's code and message (the response body is XML; its text is left out).
 pub(crate) fn explain(e: &object_store::Error) -> String {
     let text = e
         .to_string()
         .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ");
-    let code = |c: &str| text.contains(&format!("<Code>{c}</Code>"));
-    let why = if code("NoSuchBucket") {
-        "the bucket does not exist (NoSuchBucket)"
-    } else if code("InvalidAccessKeyId") || code("SignatureDoesNotMatch") {
-        "the credentials are refused (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)"
-    } else if code("AccessDenied") || text.contains("403 Forbidden") {
-        "access denied (the credentials may not write here)"
-    } else {
-        ""
+    let between = |open: &str, close: &str| {
+        let from = text.find(open)? + open.len();
+        let len = text[from..].find(close)?;
+        Some(text[from..from + len].to_string())
     };
-    // The first sentence of the store's own message (the response body can be long XML).
-    let detail: String = text.chars().take(240).collect();
-    let detail = detail.split(": <?xml").next().unwrap_or(&detail);
-    if why.is_empty() {
-        detail.to_string()
-    } else {
-        format!("{why}: {detail}")
-    }
+    let code = between("<Code>", "</Code>");
+    let why = match code.as_deref() {
+        Some("NoSuchBucket") => "the bucket does not exist",
+        Some("InvalidAccessKeyId" | "SignatureDoesNotMatch") => {
+            "the credentials are refused (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)"
+        }
+        Some("AccessDenied") => "access denied (the credentials may not do this here)",
+        _ => "",
+    };
+    let request = between("Error performing ", " in ").map(|r| format!("{r} failed"));
+    let parts: Vec<String> = match (code, request) {
+        (Some(code), request) => [
+            (!why.is_empty()).then(|| why.to_string()),
+            request,
+            Some(match between("<Message>", "</Message>") {
+                Some(m) => format!("{code}: {m}"),
+                None => code,
+            }),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
+        // Not an S3 error response (a connection refused, a precondition, …): its own words.
+        (None, _) => vec![text.chars().take(300).collect()],
+    };
+    parts.join(": ")
 }
 
 /// Encodes batches as a Parquet file (zstd level 1, row groups of `row_group_rows`).
@@ -387,8 +401,8 @@ impl Files {
                 let bytes = parquet_bytes(schema, batches, row_group_rows)?;
                 match r.put(rel, bytes, PutMode::Create) {
                     Ok(_) => Ok(()),
-                    Err(Error::ObjectStore { location, source })
-                        if matches!(*source, object_store::Error::AlreadyExists { .. }) =>
+                    Err(Error::ObjectStore { location, cause })
+                        if matches!(*cause, object_store::Error::AlreadyExists { .. }) =>
                     {
                         Err(Error::FailedPrecondition(format!(
                             "{location} exists already: another daemon writes under this node id? (nothing was overwritten; give each daemon its own [store] node_id)"
@@ -483,9 +497,9 @@ impl Files {
                         *last = Some(v);
                         Ok(())
                     }
-                    Err(Error::ObjectStore { location, source })
+                    Err(Error::ObjectStore { location, cause })
                         if matches!(
-                            *source,
+                            *cause,
                             object_store::Error::Precondition { .. }
                                 | object_store::Error::AlreadyExists { .. }
                         ) =>
@@ -558,6 +572,31 @@ mod tests {
         );
         let e = split_url("s3:///a").unwrap_err().to_string();
         assert!(e.contains("no bucket"), "{e}");
+    }
+
+    #[test]
+    fn s3_errors_are_explained_in_one_line() {
+        let s3 = |body: &str| {
+            object_store::Error::Generic {
+            store: "S3",
+            source: format!("{body}: Error performing PUT http://127.0.0.1:9/b/k in 3ms - Server returned non-2xx status code: 404 Not Found: <?xml version=\"1.0\"?>\n{body}").into(),
+        }
+        };
+        let e = explain(&s3(
+            "<Error><Code>NoSuchBucket</Code><Message>The specified bucket does not exist</Message></Error>",
+        ));
+        assert_eq!(
+            e,
+            "the bucket does not exist: PUT http://127.0.0.1:9/b/k failed: NoSuchBucket: The specified bucket does not exist"
+        );
+        let e = explain(&s3("<Error><Code>InvalidAccessKeyId</Code></Error>"));
+        assert!(e.starts_with("the credentials are refused"), "{e}");
+        assert!(!e.contains('\n') && !e.contains("<?xml"), "{e}");
+        let e = explain(&object_store::Error::NotImplemented {
+            operation: "put_opts".into(),
+            implementer: "test".into(),
+        });
+        assert!(e.contains("put_opts"), "{e}");
     }
 
     #[test]

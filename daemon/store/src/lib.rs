@@ -84,10 +84,11 @@ pub enum Error {
         source: std::io::Error,
     },
     /// An object store refused or failed a call (wrong credentials, missing bucket, network).
-    #[error("{location}: {}", crate::files::explain(source))]
+    /// (`cause` is explained in one line by the message, not chained after it.)
+    #[error("{location}: {}", crate::files::explain(cause))]
     ObjectStore {
         location: String,
-        source: Box<object_store::Error>,
+        cause: Box<object_store::Error>,
     },
     #[error("the store's files are damaged: {0}")]
     Corrupt(String),
