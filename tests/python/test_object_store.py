@@ -12,8 +12,11 @@ import socket
 import subprocess
 import time
 
+import adbc_driver_flightsql.dbapi as dbapi
 import boto3
 import numpy as np
+import pyarrow as pa
+import pyarrow.flight as flight
 import pyarrow.parquet as pq
 import pytest
 
@@ -105,6 +108,30 @@ def counts(lrid_bin, server):
     return {(r["run_id"], r["point"], r["layer_index"]): r["n"] for r in rows}
 
 
+def put_analysis(server, name):
+    """Stores a one-row analysis named `name` (the Flight action lrid.put_analysis), its
+    columns those of the `analyses` table (read from the daemon)."""
+    with dbapi.connect(f"grpc://{server}") as conn, conn.cursor() as cur:
+        cur.execute("SELECT * FROM analyses")
+        schema = cur.fetch_arrow_table().schema
+    values = {pa.string(): "x", pa.uint32(): 1, pa.uint64(): 1, pa.float64(): 0.5}
+    row = {}
+    for f in schema:
+        if f.name == "analysis":
+            row[f.name] = pa.array([name], f.type)
+        elif pa.types.is_timestamp(f.type):
+            row[f.name] = pa.array([0], f.type)
+        else:
+            row[f.name] = pa.array([values[f.type]], f.type)
+    table = pa.table(row, schema=schema)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    client = flight.connect(f"grpc://{server}")
+    out = list(client.do_action(flight.Action("lrid.put_analysis", sink.getvalue())))
+    assert json.loads(out[0].body.to_pybytes()) == {"rows": 1}
+
+
 def wait_for(what, check, timeout=30):
     deadline = time.time() + timeout
     while True:
@@ -158,6 +185,12 @@ def test_two_writers_one_read_only_daemon_and_a_layout_any_tool_reads(lrid_bin, 
         record(a_addr, "run-a2", range(2))
         wait_for("run-a2 in the read-only daemon", lambda: sum(
             1 for k in counts(lrid_bin, ro_addr) if k[0] == "run-a2") == 2 * LAYERS)
+
+        # An analysis stored on a writer (in its node's folder) is a row of the read-only
+        # daemon's `analyses` table too.
+        put_analysis(a_addr, "study-a")
+        assert any(k.startswith(f"{PREFIX}/node=a/analyses/") for k in keys(client, f"{PREFIX}/node=a/"))
+        assert sql(lrid_bin, ro_addr, "SELECT analysis FROM analyses") == [{"analysis": "study-a"}]
 
         # The read-only daemon takes no ingest, and says so.
         with pytest.raises(Exception, match="read-only"):

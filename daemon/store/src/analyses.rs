@@ -2,10 +2,10 @@
 //! measure × variant × split, kept beside the data so it can be queried with SQL. An analysis
 //! arrives whole (the Flight action `lrid.put_analysis`), is validated, and is written as one
 //! Parquet file `analyses/<analysis name hash>.parquet` (temporary file, fsync, rename, fsync
-//! of the folder) before it is acknowledged; an analysis of the same name replaces the earlier
-//! one's rows. Queries read the folder at every scan, so new analyses appear at once.
+//! of the folder; or one put into the object store, under the daemon's `node=<id>/`) before it
+//! is acknowledged; an analysis of the same name replaces the earlier one's rows. Queries read
+//! the folder at every scan (a read-only store: every node's), so new analyses appear at once.
 
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
 
 use arrow::array::{
@@ -19,7 +19,7 @@ use datafusion::datasource::{MemTable, TableProvider, TableType};
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 
-use crate::tables::{read_parquet, write_parquet};
+use crate::files::Files;
 use crate::{Error, Result};
 
 /// `analyses`: one row per experiment × classifier × measure × variant × split.
@@ -114,23 +114,19 @@ pub fn analyses_batch(analysis: &str, created_at_ms: i64, rows: &[AnalysisRow]) 
     RecordBatch::try_new(ANALYSES_SCHEMA.clone(), columns).expect("analyses schema")
 }
 
-fn folder(data_dir: &Path) -> PathBuf {
-    data_dir.join("analyses")
-}
-
 /// The file of analysis `name` (FNV-1a of the name: any name makes a safe file name).
-fn file_of(data_dir: &Path, name: &str) -> PathBuf {
+fn file_of(name: &str) -> String {
     let mut h = 0xcbf2_9ce4_8422_2325u64;
     for &b in name.as_bytes() {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x100_0000_01b3);
     }
-    folder(data_dir).join(format!("analysis-{h:016x}.parquet"))
+    format!("analyses/analysis-{h:016x}.parquet")
 }
 
 /// Validates the rows of one analysis and stores them durably, replacing an earlier analysis
 /// of the same name. Returns the number of rows stored.
-pub(crate) fn put(data_dir: &Path, batches: &[RecordBatch]) -> Result<usize> {
+pub(crate) fn put(files: &Files, batches: &[RecordBatch]) -> Result<usize> {
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
     if rows == 0 {
         return Err(Error::InvalidArgument(
@@ -189,7 +185,7 @@ pub(crate) fn put(data_dir: &Path, batches: &[RecordBatch]) -> Result<usize> {
         .iter()
         .map(|b| b.clone().with_schema(expected.clone()))
         .collect::<Result<_, _>>()?;
-    write_parquet(&file_of(data_dir, &name), &expected, &batches)?;
+    files.replace_parquet(&file_of(&name), &expected, &batches)?;
     Ok(rows)
 }
 
@@ -205,24 +201,16 @@ fn describe(schema: &Schema) -> String {
 /// `analyses`, read from its folder at every scan.
 #[derive(Debug)]
 pub(crate) struct AnalysesTable {
-    pub data_dir: PathBuf,
+    pub files: Arc<Files>,
+    /// A read-only store: every node's analyses.
+    pub every_node: bool,
 }
 
 impl AnalysesTable {
     fn batches(&self) -> Result<Vec<RecordBatch>> {
-        let dir = folder(&self.data_dir);
-        let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
-                .collect(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(Error::io(&dir, e)),
-        };
-        files.sort();
         let mut out = Vec::new();
-        for f in files {
-            for b in read_parquet(&f, None)? {
+        for f in self.files.list_parquet("analyses", self.every_node)? {
+            for b in self.files.read_parquet(&f, None)? {
                 out.push(b.with_schema(ANALYSES_SCHEMA.clone())?);
             }
         }

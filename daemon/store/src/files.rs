@@ -383,13 +383,36 @@ impl Files {
         }
     }
 
-    /// Writes a Parquet file durably under `rel`.
+    /// Writes a Parquet file durably under `rel` (a new name: in an object store it is created,
+    /// never replaced).
     pub(crate) fn write_parquet(
         &self,
         rel: &str,
         schema: &SchemaRef,
         batches: &[RecordBatch],
         row_group_rows: usize,
+    ) -> Result<()> {
+        self.put_parquet(rel, schema, batches, row_group_rows, false)
+    }
+
+    /// Writes a Parquet file durably under `rel`, replacing the one of that name (an analysis
+    /// stored again under its name).
+    pub(crate) fn replace_parquet(
+        &self,
+        rel: &str,
+        schema: &SchemaRef,
+        batches: &[RecordBatch],
+    ) -> Result<()> {
+        self.put_parquet(rel, schema, batches, crate::tables::ROW_GROUP_ROWS, true)
+    }
+
+    fn put_parquet(
+        &self,
+        rel: &str,
+        schema: &SchemaRef,
+        batches: &[RecordBatch],
+        row_group_rows: usize,
+        replace: bool,
     ) -> Result<()> {
         match self {
             Files::Local(dir) => {
@@ -399,7 +422,12 @@ impl Files {
             // refused, not overwritten.
             Files::Remote(r) => {
                 let bytes = parquet_bytes(schema, batches, row_group_rows)?;
-                match r.put(rel, bytes, PutMode::Create) {
+                let mode = if replace {
+                    PutMode::Overwrite
+                } else {
+                    PutMode::Create
+                };
+                match r.put(rel, bytes, mode) {
                     Ok(_) => Ok(()),
                     Err(Error::ObjectStore { location, cause })
                         if matches!(*cause, object_store::Error::AlreadyExists { .. }) =>
@@ -412,6 +440,35 @@ impl Files {
                 }
             }
         }
+    }
+
+    /// The Parquet files (relative names, sorted) in the folder `sub`; `every_node`: in each
+    /// `node=*/` of an object store (a read-only store).
+    pub(crate) fn list_parquet(&self, sub: &str, every_node: bool) -> Result<Vec<String>> {
+        let mut names: Vec<String> = match self {
+            Files::Local(dir) => {
+                let folder = dir.join(sub);
+                match std::fs::read_dir(&folder) {
+                    Ok(entries) => entries
+                        .filter_map(|e| e.ok())
+                        .map(|e| format!("{sub}/{}", e.file_name().to_string_lossy()))
+                        .collect(),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                    Err(e) => return Err(Error::io(&folder, e)),
+                }
+            }
+            Files::Remote(r) if every_node => {
+                let mut all = Vec::new();
+                for node in r.nodes()? {
+                    all.extend(r.list(&format!("{NODE_PREFIX}{node}/{sub}"))?);
+                }
+                all
+            }
+            Files::Remote(r) => r.list(sub)?,
+        };
+        names.retain(|n| n.ends_with(".parquet"));
+        names.sort();
+        Ok(names)
     }
 
     /// Reads the Parquet file `rel` (optionally only some columns).

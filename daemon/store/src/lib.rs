@@ -36,9 +36,9 @@
 //!
 //! With `[store] object_store = "s3://bucket/prefix"` the same tables and `manifest.json` live
 //! in the object store under `prefix/node=<id>/` (one folder per writing daemon; Parquet files
-//! are created, never replaced; the manifest is replaced by conditional put), while `wal/`,
-//! `node.json` (which node this folder's log belongs to) and `analyses/` stay in the data
-//! folder. A read-only store (`read_only`) serves the union of every node's files and re-reads
+//! are created, never replaced; the manifest is replaced by conditional put; `analyses/` beside
+//! them), while `wal/` and `node.json` (which node this folder's log belongs to) stay in the
+//! data folder. A read-only store (`read_only`) serves the union of every node's files and re-reads
 //! their manifests every `refresh_interval_ms`.
 
 mod analyses;

@@ -299,8 +299,8 @@ pub struct CompactReport {
 pub struct Store {
     config: StoreConfig,
     dir: PathBuf,
-    /// Where the closed files and the manifest live.
-    files: Files,
+    /// Where the closed files and the manifest live (shared with the `analyses` table).
+    files: Arc<Files>,
     /// A read-only store: what each node's manifest published, by node id.
     nodes: Mutex<BTreeMap<String, NodeView>>,
     models: Vec<(String, MeasurementModel)>,
@@ -473,7 +473,7 @@ impl Store {
         }
         let store = Store {
             dir: dir.clone(),
-            files,
+            files: Arc::new(files),
             nodes: Mutex::new(BTreeMap::new()),
             models,
             inner: Mutex::new(Inner {
@@ -534,7 +534,8 @@ impl Store {
         store.ctx.register_table(
             "analyses",
             Arc::new(crate::analyses::AnalysesTable {
-                data_dir: store.dir.clone(),
+                files: store.files.clone(),
+                every_node: store.config.read_only,
             }),
         )?;
         let mut views: Vec<(String, String)> = BUILTIN_VIEWS
@@ -602,7 +603,7 @@ impl Store {
     /// replacing an earlier analysis of the same name; the number of rows stored.
     pub fn put_analysis(&self, batches: &[RecordBatch]) -> Result<usize> {
         self.writable()?;
-        crate::analyses::put(&self.dir, batches)
+        crate::analyses::put(&self.files, batches)
     }
 
     pub fn model_names(&self) -> Vec<String> {
@@ -2026,7 +2027,7 @@ impl Store {
 
     /// This daemon's node id in its object store (None: the data folder holds the files).
     pub fn node_id(&self) -> Option<String> {
-        match &self.files {
+        match self.files.as_ref() {
             Files::Remote(_) if !self.config.read_only => {
                 let text = std::fs::read(self.dir.join("node.json")).ok()?;
                 serde_json::from_slice::<NodeFile>(&text)

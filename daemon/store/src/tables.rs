@@ -272,15 +272,6 @@ pub(crate) fn diagnostics_batch(rows: &[DiagnosticRow]) -> RecordBatch {
     RecordBatch::try_new(DIAGNOSTICS_SCHEMA.clone(), columns).expect("diagnostics schema")
 }
 
-/// Writes `batches` to `path` durably: a temporary file, fsync, rename, fsync of the folder.
-pub(crate) fn write_parquet(
-    path: &Path,
-    schema: &SchemaRef,
-    batches: &[RecordBatch],
-) -> Result<()> {
-    write_parquet_rows(path, schema, batches, ROW_GROUP_ROWS)
-}
-
 /// Row groups of the Parquet files of the ingest path (256k rows: few, large row groups).
 pub(crate) const ROW_GROUP_ROWS: usize = 256 * 1024;
 
