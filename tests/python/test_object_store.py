@@ -225,6 +225,14 @@ def test_a_writer_killed_mid_run_keeps_every_acknowledged_point_exactly_once(lri
     record(a_addr, "run-k", range(3, 6), close=False)
     a.kill()
     a.wait(timeout=30)
+    # As if it had died inside a checkpoint, after its files and before its manifest: files
+    # under the names the next checkpoint would take, named by no manifest.
+    base = f"{PREFIX}/node=a"
+    manifest = json.loads(client.get_object(Bucket=BUCKET, Key=f"{base}/manifest.json")["Body"].read())
+    seq = manifest["next_seq"]
+    stray = [f"{base}/observables/part-{seq:08}.parquet", f"{base}/runs/runs-{seq:08}.parquet"]
+    for key in stray:
+        client.put_object(Bucket=BUCKET, Key=key, Body=b"left by a checkpoint that died")
 
     # Restarted on the same data folder (its node id is kept there): the log replays.
     a, a_addr, _, _ = serve(lrid_bin, tmp_path, "a", endpoint, "--store", url)
@@ -233,6 +241,10 @@ def test_a_writer_killed_mid_run_keeps_every_acknowledged_point_exactly_once(lri
         assert got == {("run-k", p, i): 1 for p in range(6) for i in range(LAYERS)}
     finally:
         stop_daemon(a)  # a clean stop checkpoints what is left into the bucket
+    # The new files were numbered after the stray ones, which went once the manifest was
+    # replaced.
+    left = keys(client, f"{base}/")
+    assert not set(stray) & set(left), left
     ro, ro_addr, _, _ = serve(lrid_bin, tmp_path, "ro", endpoint, "--store", url, "--read-only")
     try:
         assert counts(lrid_bin, ro_addr) == {("run-k", p, i): 1 for p in range(6) for i in range(LAYERS)}

@@ -314,6 +314,9 @@ pub struct Store {
     listeners: RwLock<Vec<Arc<dyn PointListener>>>,
     /// Held by the one checkpoint that runs at a time (never with `inner`'s lock waiting on it).
     checkpointing: Mutex<()>,
+    /// In an object store: whether new files are known to be numbered after every file there
+    /// (see [`Store::number_after_existing`]).
+    numbered: std::sync::atomic::AtomicBool,
 }
 
 /// One writing daemon's published files, as a read-only store last read them.
@@ -398,14 +401,18 @@ impl Store {
         let dir = dir.canonicalize().map_err(|e| Error::io(dir, e))?;
         let files = store_files(&config, &dir)?;
         let read_only = config.read_only;
-        let manifest: Manifest = match files.read_manifest()? {
-            _ if read_only => Manifest::default(),
-            Some(bytes) => parse_manifest(&bytes, &files.location(MANIFEST))?,
-            None => Manifest {
-                wal_from: 1,
-                next_seq: 1,
-                ..Manifest::default()
-            },
+        // A read-only store has no manifest of its own: it reads every node's (below).
+        let manifest: Manifest = if read_only {
+            Manifest::default()
+        } else {
+            match files.read_manifest()? {
+                Some(bytes) => parse_manifest(&bytes, &files.location(MANIFEST))?,
+                None => Manifest {
+                    wal_from: 1,
+                    next_seq: 1,
+                    ..Manifest::default()
+                },
+            }
         };
         let wal_dir = dir.join("wal");
         let mut runs: BTreeMap<String, RunState> = BTreeMap::new();
@@ -492,6 +499,7 @@ impl Store {
             view_rules: Mutex::new(None),
             listeners: RwLock::new(Vec::new()),
             checkpointing: Mutex::new(()),
+            numbered: std::sync::atomic::AtomicBool::new(false),
             config,
         };
         {
@@ -1295,15 +1303,20 @@ impl Store {
             return Ok(());
         }
         let _one = self.checkpointing.lock().expect("checkpoint lock");
+        if self
+            .inner
+            .lock()
+            .expect("store lock")
+            .nothing_to_checkpoint()
+        {
+            return Ok(());
+        }
+        self.number_after_existing()?;
         let wal_dir = self.dir.join("wal");
         // The next segment, created (header, fsync) before the store lock is taken.
         let (segment, seq) = {
             let mut inner = self.inner.lock().expect("store lock");
-            if !inner.dirty
-                && inner.tail.is_empty()
-                && inner.diagnostics.is_empty()
-                && inner.identifications.is_empty()
-            {
+            if inner.nothing_to_checkpoint() {
                 return Ok(());
             }
             (wal_of(&mut inner)?.seq + 1, inner.manifest.next_seq)
@@ -1469,7 +1482,34 @@ impl Store {
     }
 }
 
+impl Store {
+    /// In an object store, before this process writes its first file (under the checkpoint
+    /// lock): files left by a checkpoint that died between its files and its manifest keep
+    /// their names (files are created, never replaced), so new files are numbered after every
+    /// file of the node. Listing the bucket here, not at start, lets a daemon start while its
+    /// bucket refuses; a checkpoint then fails and tries again.
+    fn number_after_existing(&self) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        if self.files.remote().is_none() || self.numbered.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let next = next_free_seq(&self.files)?;
+        let mut inner = self.inner.lock().expect("store lock");
+        inner.manifest.next_seq = inner.manifest.next_seq.max(next);
+        self.numbered.store(true, Ordering::Release);
+        Ok(())
+    }
+}
+
 impl Inner {
+    /// No log record and no row since the last checkpoint.
+    fn nothing_to_checkpoint(&self) -> bool {
+        !self.dirty
+            && self.tail.is_empty()
+            && self.diagnostics.is_empty()
+            && self.identifications.is_empty()
+    }
+
     /// The retired files still kept; forgets those kept long enough (the caller removes them).
     fn still_retired(&mut self) -> Vec<String> {
         self.retired
@@ -1521,6 +1561,7 @@ impl Store {
             return Ok(CompactReport::default());
         }
         let _one = self.checkpointing.lock().expect("checkpoint lock");
+        self.number_after_existing()?;
         let mut manifest = self.inner.lock().expect("store lock").manifest.clone();
         let compacted = self.compact_files(&mut manifest);
         if compacted.is_err() {
@@ -1780,6 +1821,34 @@ fn remove_orphans(
         }
     }
     Ok(())
+}
+
+/// The table folders of a store, each holding files numbered by checkpoint sequence
+/// (`part-NNNNNNNN.parquet`, `runs-NNNNNNNN.parquet`, …).
+const TABLE_FOLDERS: [&str; 5] = [
+    "observables",
+    "diagnostics",
+    "identifications",
+    "runs",
+    "layers",
+];
+
+/// One past the highest sequence number of any file in the table folders (1 if none).
+fn next_free_seq(files: &Files) -> Result<u64> {
+    let mut next = 1;
+    for sub in TABLE_FOLDERS {
+        for rel in files.list_parquet(sub, false)? {
+            let seq = rel
+                .rsplit(['-', '/'])
+                .next()
+                .and_then(|n| n.strip_suffix(".parquet"))
+                .and_then(|n| n.parse::<u64>().ok());
+            if let Some(seq) = seq {
+                next = next.max(seq + 1);
+            }
+        }
+    }
+    Ok(next)
 }
 
 /// Parses a manifest, refusing a newer format than this lrid reads (nothing is changed).
