@@ -346,9 +346,13 @@ fn parquet_bytes(
     Ok(writer.into_inner()?)
 }
 
-/// Reads Parquet bytes (optionally only some columns).
-pub(crate) fn parquet_batches(bytes: Bytes, columns: Option<&[&str]>) -> Result<Vec<RecordBatch>> {
-    let mut builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
+/// Reads a Parquet file's bytes or an open file (optionally only some columns: from a file,
+/// only their column chunks are read).
+pub(crate) fn parquet_batches<R: parquet::file::reader::ChunkReader + 'static>(
+    reader: R,
+    columns: Option<&[&str]>,
+) -> Result<Vec<RecordBatch>> {
+    let mut builder = ParquetRecordBatchReaderBuilder::try_new(reader)?;
     if let Some(columns) = columns {
         let mask = parquet::arrow::ProjectionMask::columns(
             builder.parquet_schema(),

@@ -311,8 +311,8 @@ pub(crate) fn write_parquet_rows(
 
 /// Reads a whole Parquet file (optionally only some columns).
 pub(crate) fn read_parquet(path: &Path, columns: Option<&[&str]>) -> Result<Vec<RecordBatch>> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    crate::files::parquet_batches(bytes.into(), columns)
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    crate::files::parquet_batches(file, columns)
 }
 
 /// What queries see: the persisted `observables` and `diagnostics` files (paths, or URLs of an
