@@ -3,7 +3,7 @@
 # libraries at the path the binary was built against, or on LD_LIBRARY_PATH):
 #   1. trains each built-in rule for a few steps on CUDA and on the CPU (ResNet-18, the paper's
 #      width, 64×64 inputs, batch 128) and prints the time per step of both and their ratio;
-#   2. runs a short CUDA sweep (config/sweeps/demo.toml, 64 runs) into a daemon and prints
+#   2. runs a short CUDA sweep (config/sweeps/demo.toml, 144 runs) into a daemon and prints
 #      runs/hour.
 #   deploy/gpu-check.sh [BUILD_DIR]        (BUILD_DIR: target/release; output under $OUT or a
 #                                           temporary folder)
