@@ -53,10 +53,13 @@ pub(crate) enum Ranks {
 
 /// A rank type of [`Ranks`].
 pub(crate) trait Rank: Copy + Send + Sync + 'static {
+    /// Bits of a rank.
+    const WIDTH: u32;
     fn get(self) -> u32;
 }
 
 impl Rank for u16 {
+    const WIDTH: u32 = 16;
     #[inline(always)]
     fn get(self) -> u32 {
         u32::from(self)
@@ -64,6 +67,7 @@ impl Rank for u16 {
 }
 
 impl Rank for u32 {
+    const WIDTH: u32 = 32;
     #[inline(always)]
     fn get(self) -> u32 {
         self

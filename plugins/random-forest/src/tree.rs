@@ -153,10 +153,78 @@ enum Found {
 struct Scratch {
     hist: Vec<u32>,
     left: Vec<u32>,
-    /// Sort keys of the exact scan: rank << 32 | the sample's index in the node.
-    keys: Vec<u64>,
-    /// The radix sort's second buffer (see [`sort_keys`]).
-    sorted: Vec<u64>,
+    /// [`gini_scan`]'s weights per class on the left (whole numbers, exact in `f64`).
+    left_f: Vec<f64>,
+    /// Sort keys of the exact scan ([`SortKey`]) and the radix sort's second buffer (see
+    /// [`sort_keys`]): 32-bit keys where ranks and indices fit in 16 bits each, else 64-bit.
+    keys32: (Vec<u32>, Vec<u32>),
+    keys64: (Vec<u64>, Vec<u64>),
+}
+
+/// A sort key of the exact scan: the sample's rank in the high half, its index in the node in
+/// the low half, so that sorting keys sorts samples by rank (ties by index). `u32` keys (16-bit
+/// ranks and indices: every node of a data set with at most 65,536 distinct values per feature
+/// and 65,536 samples) move half the bytes of `u64` keys through the sorts.
+trait SortKey: Copy + Ord + Default {
+    fn new(rank: u32, index: usize) -> Self;
+    fn rank(self) -> u32;
+    fn index(self) -> usize;
+    /// This key type's buffers of `scratch`, and the scans' per-class scratch.
+    fn buffers(scratch: &mut Scratch) -> KeyBuffers<'_, Self>;
+}
+
+/// What [`exact_scan_with`] borrows from [`Scratch`].
+struct KeyBuffers<'a, K> {
+    keys: &'a mut Vec<K>,
+    sorted: &'a mut Vec<K>,
+    left: &'a mut [u32],
+    left_f: &'a mut [f64],
+}
+
+impl SortKey for u32 {
+    #[inline(always)]
+    fn new(rank: u32, index: usize) -> Self {
+        (rank << 16) | index as u32
+    }
+    #[inline(always)]
+    fn rank(self) -> u32 {
+        self >> 16
+    }
+    #[inline(always)]
+    fn index(self) -> usize {
+        (self & 0xffff) as usize
+    }
+    fn buffers(s: &mut Scratch) -> KeyBuffers<'_, Self> {
+        KeyBuffers {
+            keys: &mut s.keys32.0,
+            sorted: &mut s.keys32.1,
+            left: &mut s.left,
+            left_f: &mut s.left_f,
+        }
+    }
+}
+
+impl SortKey for u64 {
+    #[inline(always)]
+    fn new(rank: u32, index: usize) -> Self {
+        (u64::from(rank) << 32) | index as u64
+    }
+    #[inline(always)]
+    fn rank(self) -> u32 {
+        (self >> 32) as u32
+    }
+    #[inline(always)]
+    fn index(self) -> usize {
+        self as u32 as usize
+    }
+    fn buffers(s: &mut Scratch) -> KeyBuffers<'_, Self> {
+        KeyBuffers {
+            keys: &mut s.keys64.0,
+            sorted: &mut s.keys64.1,
+            left: &mut s.left,
+            left_f: &mut s.left_f,
+        }
+    }
 }
 
 /// The left side of a node's candidate splits, as samples (or bins) move from right to left in
@@ -313,8 +381,9 @@ pub(crate) fn grow<R: Rank>(ctx: &Ctx<'_, R>, rows: &[u32], labels: &[u32], inde
         scratch: Scratch {
             hist: vec![0; crate::data::MAX_BINS * stride],
             left: vec![0; k],
-            keys: Vec::new(),
-            sorted: Vec::new(),
+            left_f: vec![0.0; k],
+            keys32: (Vec::new(), Vec::new()),
+            keys64: (Vec::new(), Vec::new()),
         },
         slots,
         nodes: Vec::new(),
@@ -597,33 +666,33 @@ fn find_split<R: Rank>(
 /// Keys from which [`sort_keys`] radix-sorts; fewer go to a comparison sort.
 const RADIX_MIN: usize = 128;
 
-/// Sorts the exact scan's keys (`rank << 32 | index`, built in increasing index order).
+/// Sorts the exact scan's keys (built in increasing index order).
 ///
 /// Large nodes are sorted by a stable least-significant-digit radix sort over the bytes of the
 /// rank that vary (ranks below 65,536 take two passes of 256 buckets): O(n) per pass instead of
 /// O(n log n) compares. The indices come in increasing order, so sorting by rank alone, stably,
 /// sorts the keys: the result is the comparison sort's.
-fn sort_keys(keys: &mut Vec<u64>, tmp: &mut Vec<u64>) {
+fn sort_keys<K: SortKey>(keys: &mut Vec<K>, tmp: &mut Vec<K>) {
     let n = keys.len();
     if n < RADIX_MIN {
         keys.sort_unstable();
         return;
     }
-    let (mut lo, mut hi) = (u64::MAX, 0);
+    let (mut lo, mut hi) = (u32::MAX, 0);
     for &k in keys.iter() {
-        lo = lo.min(k >> 32);
-        hi = hi.max(k >> 32);
+        lo = lo.min(k.rank());
+        hi = hi.max(k.rank());
     }
     // Bytes of the rank at or above the highest bit where the smallest and largest differ
     // need sorting; those above it are equal in every key.
-    let varying = 64 - (lo ^ hi).leading_zeros() as usize;
+    let varying = 32 - (lo ^ hi).leading_zeros() as usize;
     tmp.clear();
-    tmp.resize(n, 0);
+    tmp.resize(n, K::default());
     for byte in 0..varying.div_ceil(8) {
-        let shift = 32 + 8 * byte;
+        let shift = 8 * byte;
         let mut count = [0usize; 256];
         for &k in keys.iter() {
-            count[((k >> shift) & 0xff) as usize] += 1;
+            count[((k.rank() >> shift) & 0xff) as usize] += 1;
         }
         if count.contains(&n) {
             continue;
@@ -635,7 +704,7 @@ fn sort_keys(keys: &mut Vec<u64>, tmp: &mut Vec<u64>) {
             at += here;
         }
         for &k in keys.iter() {
-            let b = ((k >> shift) & 0xff) as usize;
+            let b = ((k.rank() >> shift) & 0xff) as usize;
             tmp[count[b]] = k;
             count[b] += 1;
         }
@@ -654,48 +723,108 @@ fn exact_scan<R: Rank>(
     f: usize,
     scratch: &mut Scratch,
 ) -> Found {
-    let keys = &mut scratch.keys;
+    if R::WIDTH <= 16 && slots.len() <= 1 << 16 {
+        exact_scan_with::<R, u32>(ctx, view, slots, counts, total_w, f, scratch)
+    } else {
+        exact_scan_with::<R, u64>(ctx, view, slots, counts, total_w, f, scratch)
+    }
+}
+
+/// [`exact_scan`] with keys of type `K`.
+fn exact_scan_with<R: Rank, K: SortKey>(
+    ctx: &Ctx<'_, R>,
+    view: View<'_, R>,
+    slots: &[Slot],
+    counts: &[u32],
+    total_w: u64,
+    f: usize,
+    scratch: &mut Scratch,
+) -> Found {
+    let KeyBuffers {
+        keys,
+        sorted,
+        left,
+        left_f,
+    } = K::buffers(scratch);
     keys.clear();
     keys.extend(
         slots
             .iter()
             .enumerate()
-            .map(|(i, s)| (u64::from(view.rank(f, s.row)) << 32) | i as u64),
+            .map(|(i, s)| K::new(view.rank(f, s.row), i)),
     );
-    sort_keys(keys, &mut scratch.sorted);
+    sort_keys(keys, sorted);
     let n = keys.len();
-    let rank = |i: usize| (keys[i] >> 32) as u32;
+    let rank = |i: usize| keys[i].rank();
     if rank(0) == rank(n - 1) {
         return Found::Constant;
     }
     let msl = ctx.params.min_samples_leaf;
-    let mut scan = Scan::new(
-        ctx.params.criterion,
-        &mut scratch.left,
-        counts,
-        total_w,
-        ctx.xlogx,
-    );
-    let mut best: Option<(f64, usize)> = None;
-    for i in 0..n - 1 {
-        let s = &slots[keys[i] as u32 as usize];
-        scan.add(s.class as usize, s.weight);
-        if rank(i + 1) == rank(i) || i + 1 < msl || n - i - 1 < msl {
-            continue;
+    let best = if ctx.params.criterion == Criterion::Gini {
+        gini_scan(keys, slots, counts, total_w, msl, left_f)
+    } else {
+        let mut scan = Scan::new(ctx.params.criterion, left, counts, total_w, ctx.xlogx);
+        let mut best: Option<(f64, usize)> = None;
+        for i in 0..n - 1 {
+            let s = &slots[keys[i].index()];
+            scan.add(s.class as usize, s.weight);
+            if rank(i + 1) == rank(i) || i + 1 < msl || n - i - 1 < msl {
+                continue;
+            }
+            let proxy = scan.proxy();
+            if best.is_none_or(|(b, _)| proxy > b) {
+                best = Some((proxy, i));
+            }
         }
-        let proxy = scan.proxy();
-        if best.is_none_or(|(b, _)| proxy > b) {
-            best = Some((proxy, i));
-        }
-    }
+        best
+    };
     match best {
         None => Found::NoValid,
         Some((proxy, i)) => Found::Rows {
             proxy,
-            lo: slots[keys[i] as u32 as usize].row,
-            hi: slots[keys[i + 1] as u32 as usize].row,
+            lo: slots[keys[i].index()].row,
+            hi: slots[keys[i + 1].index()].row,
         },
     }
+}
+
+/// [`exact_scan`]'s loop for Gini, the forest's hot path: the best `(proxy, i)` of the splits
+/// after sorted key `i`. The arithmetic is [`Scan`]'s, operation for operation, so the chosen
+/// split is the same; counts are kept in `f64` (whole numbers, exact), which spares the loop the
+/// integer conversions and the per-sample criterion test.
+fn gini_scan<K: SortKey>(
+    keys: &[K],
+    slots: &[Slot],
+    counts: &[u32],
+    total_w: u64,
+    msl: usize,
+    left: &mut [f64],
+) -> Option<(f64, usize)> {
+    let n = keys.len();
+    left.fill(0.0);
+    let mut sl = 0.0;
+    let mut sr: f64 = counts.iter().map(|&c| f64::from(c) * f64::from(c)).sum();
+    let total_wf = total_w as f64;
+    let mut wl = 0.0;
+    let (mut best, mut at) = (f64::NEG_INFINITY, usize::MAX);
+    for i in 0..n - 1 {
+        let s = slots[keys[i].index()];
+        let c = s.class as usize;
+        let (lf, wf) = (left[c], f64::from(s.weight));
+        let rf = f64::from(counts[c]) - lf;
+        sl += (2.0 * lf + wf) * wf;
+        sr -= (2.0 * rf - wf) * wf;
+        left[c] = lf + wf;
+        wl += wf;
+        if keys[i + 1].rank() == keys[i].rank() || i + 1 < msl || n - i - 1 < msl {
+            continue;
+        }
+        let proxy = sl / wl + sr / (total_wf - wl);
+        if proxy > best {
+            (best, at) = (proxy, i);
+        }
+    }
+    (at != usize::MAX).then_some((best, at))
 }
 
 /// The best split of feature `f` among its bin boundaries, from a histogram of weighted class
@@ -792,24 +921,58 @@ mod tests {
     /// four bytes, with repeated ranks, and below and above [`RADIX_MIN`].
     #[test]
     fn radix_sorted_keys_equal_the_comparison_sort() {
-        let mut rng = ChaCha8Rng::seed_from_u64(11);
-        let mut tmp = Vec::new();
-        for &(n, ranks) in &[
-            (10, 5u64),
-            (RADIX_MIN, 200),
-            (700, 3),
-            (700, 255),
-            (1024, 60_000),
-            (3000, 1 << 31),
-        ] {
-            let base = rng.random_range(0..1u64 << 20);
-            let mut keys: Vec<u64> = (0..n as u64)
-                .map(|i| ((base + rng.random_range(0..ranks)) << 32) | i)
-                .collect();
-            let mut expected = keys.clone();
-            expected.sort_unstable();
-            sort_keys(&mut keys, &mut tmp);
-            assert_eq!(keys, expected, "{n} keys, {ranks} ranks");
+        fn check<K: SortKey + std::fmt::Debug>(cases: &[(usize, u32)], max_base: u32) {
+            let mut rng = ChaCha8Rng::seed_from_u64(11);
+            let mut tmp = Vec::new();
+            for &(n, ranks) in cases {
+                let base = rng.random_range(0..max_base);
+                let mut keys: Vec<K> = (0..n)
+                    .map(|i| K::new(base + rng.random_range(0..ranks), i))
+                    .collect();
+                let mut expected = keys.clone();
+                expected.sort_unstable();
+                sort_keys(&mut keys, &mut tmp);
+                assert_eq!(keys, expected, "{n} keys, {ranks} ranks");
+                for (i, k) in keys.iter().enumerate().skip(1) {
+                    assert!(keys[i - 1].rank() <= k.rank(), "sorted by rank");
+                }
+            }
+        }
+        check::<u64>(
+            &[
+                (10, 5),
+                (RADIX_MIN, 200),
+                (700, 3),
+                (700, 255),
+                (1024, 60_000),
+                (3000, 1 << 31),
+            ],
+            1 << 20,
+        );
+        // 16-bit ranks and indices (ranks up to 65,535, up to 65,536 samples).
+        check::<u32>(
+            &[
+                (10, 5),
+                (RADIX_MIN, 200),
+                (700, 3),
+                (700, 255),
+                (1024, 60_000),
+                (1 << 16, 1 << 15),
+            ],
+            1 << 15,
+        );
+    }
+
+    /// A key gives back the rank and index it was made of, at the widest values of its type.
+    #[test]
+    fn sort_keys_hold_rank_and_index() {
+        for (rank, index) in [(0, 0), (65_535, 65_535), (1, 65_534), (40_000, 7)] {
+            let k = <u32 as SortKey>::new(rank, index);
+            assert_eq!((k.rank(), k.index()), (rank, index));
+        }
+        for (rank, index) in [(0, 0), (u32::MAX, u32::MAX as usize), (70_000, 1 << 20)] {
+            let k = <u64 as SortKey>::new(rank, index);
+            assert_eq!((k.rank(), k.index()), (rank, index));
         }
     }
 
