@@ -158,6 +158,20 @@ fn analyze_reports_every_experiment_stores_its_rows_and_uses_a_classifier_droppe
         0,
         "{results}"
     );
+    // Each experiment's wall time, and the whole analysis lasted at least their sum.
+    let timed = results["experiment_seconds"].as_object().unwrap();
+    let names: Vec<&str> = timed.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        ["early", "held-out", "main", "noise", "trajectory"],
+        "{results}"
+    );
+    let sum: f64 = timed.values().map(|v| v.as_f64().unwrap()).sum();
+    assert!(sum > 0.0 && sum <= results["seconds"].as_f64().unwrap() + 1e-6);
+    assert!(
+        printed.contains("main ") && printed.contains(" s, "),
+        "{printed}"
+    );
 
     // The page holds every figure inline, and each figure is a file too.
     let html = std::fs::read_to_string(report.join("index.html")).unwrap();

@@ -15,8 +15,10 @@ all of them), 75/25 stratified split; (b) with `--dataset`, a Parquet file writt
 `lrid dataset export`: label = `learning_rule`, features = the `grp_id*` columns (one-hot,
 categorical) followed by every other float64 column, 75/25 stratified split.
 
-Fit time of ours includes `prepare` (the forest's binning). Every timing is the median of
-`--repeats` runs (default 3); accuracy is that of the last run. Plugins are found as by the
+Fit time of ours includes `prepare` (the forest's binning). Ours and scikit-learn's run in turn
+(ours, sklearn, ours, sklearn, …), `--repeats` rounds (default 3) after one untimed warm-up round;
+every timing is the median over rounds, every ratio the median of the rounds' ratios (pairing
+keeps a ratio meaningful while the machine's speed drifts); accuracy is that of the last round. Plugins are found as by the
 tests: `$LRID_PLUGIN_LIB_DIR` (folders joined by `:`), else `target/release/`.
 """
 
@@ -96,20 +98,40 @@ def standardise(x_train, x_test, categorical):
     return a, b
 
 
-def timed(repeats, fit, predict):
-    """Median fit and predict seconds over `repeats` runs, and the last run's predictions."""
-    fits, predicts = [], []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        model = fit()
-        fits.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        pred = predict(model)
-        predicts.append(time.perf_counter() - t)
-        free = getattr(model, "free", None)
-        if free:
-            free()
-    return statistics.median(fits), statistics.median(predicts), pred
+def run_once(fit, predict):
+    """(fit seconds, predict seconds, predictions) of one fit and predict."""
+    t = time.perf_counter()
+    model = fit()
+    fit_s = time.perf_counter() - t
+    t = time.perf_counter()
+    pred = predict(model)
+    predict_s = time.perf_counter() - t
+    free = getattr(model, "free", None)
+    if free:
+        free()
+    return fit_s, predict_s, pred
+
+
+def paired(repeats, ours, theirs, warmup=1):
+    """Runs lrid's and scikit-learn's (fit, predict) in turn — ours, theirs, ours, theirs, … — after
+    `warmup` untimed rounds (first-touch page faults, thread pools starting). Alternating keeps
+    each ratio meaningful while the machine's speed drifts. For each side: median fit and
+    predict seconds and the last predictions; and the median of the per-round ratios
+    (scikit-learn's seconds / ours) of fit and of predict."""
+    for _ in range(warmup):
+        run_once(*ours)
+        run_once(*theirs)
+    rounds = [(run_once(*ours), run_once(*theirs)) for _ in range(repeats)]
+    side = [
+        (
+            statistics.median(r[k][0] for r in rounds),
+            statistics.median(r[k][1] for r in rounds),
+            rounds[-1][k][2],
+        )
+        for k in (0, 1)
+    ]
+    ratios = tuple(statistics.median(r[1][i] / r[0][i] for r in rounds) for i in (0, 1))
+    return side[0], side[1], ratios
 
 
 def bench_set(label, x, y, categorical, points, rf, svm, repeats):
@@ -131,39 +153,47 @@ def bench_set(label, x, y, categorical, points, rf, svm, repeats):
     def ours_predict(xt):
         return lambda m: m.predict_proba(xt, categorical=categorical, points=points).argmax(1)
 
-    print(f"[{label}] random forest, ours ...", flush=True)
+    def add(classifier, ours, theirs):
+        (of, op, opred), (tf, tp, tpred), ratios = paired(repeats, ours, theirs)
+        acc = (float(np.mean(opred == y_test)), float(np.mean(tpred == y_test)))
+        results.append((label, classifier, "lrid", of, op, acc[0], None))
+        results.append((label, classifier, "sklearn", tf, tp, acc[1], ratios))
+
+    print(f"[{label}] random forest, ours and sklearn in turn ...", flush=True)
     rf_config = {"n_estimators": 100, "max_features": "sqrt", "criterion": "gini", "seed": 0}
-    results.append((label, "random forest", "lrid", *timed(
-        repeats, ours_fit(rf, x_train, rf_config), ours_predict(x_test))))
-    print(f"[{label}] random forest, sklearn ...", flush=True)
-    results.append((label, "random forest", "sklearn", *timed(
-        repeats,
-        lambda: RandomForestClassifier(
-            n_estimators=100, max_features="sqrt", criterion="gini", n_jobs=-1, random_state=0
-        ).fit(x_train, y_train),
-        lambda m: m.predict(x_test),
-    )))
+    add(
+        "random forest",
+        (ours_fit(rf, x_train, rf_config), ours_predict(x_test)),
+        (
+            lambda: RandomForestClassifier(
+                n_estimators=100, max_features="sqrt", criterion="gini", n_jobs=-1,
+                random_state=0,
+            ).fit(x_train, y_train),
+            lambda m: m.predict(x_test),
+        ),
+    )
 
     z_train, z_test = standardise(x_train, x_test, categorical)
-    print(f"[{label}] linear SVM, ours ...", flush=True)
+    print(f"[{label}] linear SVM, ours and sklearn in turn ...", flush=True)
     svm_config = {"C": 1.0, "tol": 1e-4, "max_iter": 1000, "seed": 0}
-    results.append((label, "linear SVM", "lrid", *timed(
-        repeats, ours_fit(svm, z_train, svm_config), ours_predict(z_test))))
-    print(f"[{label}] linear SVM, sklearn ...", flush=True)
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        results.append((label, "linear SVM", "sklearn", *timed(
-            repeats,
-            lambda: LinearSVC(
-                C=1.0, dual=True, loss="squared_hinge", tol=1e-4, max_iter=1000, random_state=0
-            ).fit(z_train, y_train),
-            lambda m: m.predict(z_test),
-        )))
-    return [(a, b, c, f, p, float(np.mean(pred == y_test))) for a, b, c, f, p, pred in results]
+        add(
+            "linear SVM",
+            (ours_fit(svm, z_train, svm_config), ours_predict(z_test)),
+            (
+                lambda: LinearSVC(
+                    C=1.0, dual=True, loss="squared_hinge", tol=1e-4, max_iter=1000,
+                    random_state=0,
+                ).fit(z_train, y_train),
+                lambda m: m.predict(z_test),
+            ),
+        )
+    return results
 
 
 def print_table(results):
@@ -173,17 +203,17 @@ def print_table(results):
     print(header)
     print("-" * len(header))
     by_key = {(r[0], r[1], r[2]): r for r in results}
-    for data_set, classifier, impl, fit, predict, acc in results:
+    for data_set, classifier, impl, fit, predict, acc, ratios in results:
         ratio = ["", "", ""]
-        if impl == "sklearn":
+        if ratios is not None:
             ours = by_key[(data_set, classifier, "lrid")]
-            ratio = [f"{fit / ours[3]:.2f}x", f"{predict / ours[4]:.2f}x",
+            ratio = [f"{ratios[0]:.2f}x", f"{ratios[1]:.2f}x",
                      f"{(ours[5] - acc) * 100:+.2f} pt"]
         print(f"{data_set:<28} {classifier:<14} {impl:<8} {fit:>9.3f} {predict:>10.4f} "
               f"{acc:>9.4f} {ratio[0]:>12} {ratio[1]:>13} {ratio[2]:>12}")
     print()
-    print("sk/lrid > 1: lrid is faster (sklearn's seconds / lrid's seconds); "
-          "acc lrid-sk: accuracy points lrid minus sklearn.")
+    print("sk/lrid > 1: lrid is faster (the median over rounds of sklearn's seconds / lrid's seconds, "
+          "the two run in turn); acc lrid-sk: accuracy points lrid minus sklearn.")
 
 
 def main():
@@ -196,7 +226,7 @@ def main():
 
     rf = ClassifierPlugin(find_plugin("random_forest"))
     svm = ClassifierPlugin(find_plugin("linear_svm"))
-    print(f"{rf} and {svm}; {os.cpu_count()} CPUs; median of {args.repeats} run(s)")
+    print(f"{rf} and {svm}; {os.cpu_count()} CPUs; median of {args.repeats} round(s)")
     results = []
     if not args.no_synthetic:
         x, y, categorical, points = synthetic(args.rows)

@@ -349,6 +349,16 @@ pub fn analyze(
     let mut permutations: Vec<Vec<f64>> = Vec::new();
     let all_points = Points::All;
 
+    // Wall time of each experiment, as it ends.
+    let mut experiment_seconds = BTreeMap::new();
+    let mut clock = Instant::now();
+    let mut lap = |name: &str, ran: bool| {
+        if ran {
+            experiment_seconds.insert(name.to_string(), clock.elapsed().as_secs_f64());
+        }
+        clock = Instant::now();
+    };
+
     // Main (and the importances of the forest on all measures).
     let run_main = wants("main");
     let run_importances = wants("importances") && rf.as_ref().is_some_and(|p| p.has_importances());
@@ -474,6 +484,11 @@ pub fn analyze(
         )
     });
 
+    lap(
+        if run_main { "main" } else { "importances" },
+        run_main || run_importances,
+    );
+
     // Held-out factors (the forest, all measures, the grid's selection on the training set).
     let mut held_out = Vec::new();
     if wants("held-out")
@@ -504,6 +519,8 @@ pub fn analyze(
         }
     }
 
+    lap("held-out", wants("held-out") && rf.is_some());
+
     // Trajectory subsampling.
     let mut trajectory = None;
     if wants("trajectory")
@@ -514,6 +531,8 @@ pub fn analyze(
             Err(e) => failures.push(failure("trajectory", plugin, None, &e)),
         }
     }
+
+    lap("trajectory", wants("trajectory") && rf.is_some());
 
     // Measurement models.
     let mut noise = Vec::new();
@@ -528,6 +547,8 @@ pub fn analyze(
         }
     }
 
+    lap("noise", wants("noise") && rf.is_some());
+
     // Early identification.
     let mut early = None;
     if wants("early")
@@ -538,6 +559,8 @@ pub fn analyze(
             Err(e) => failures.push(failure("early", plugin, Some("all"), &e)),
         }
     }
+
+    lap("early", wants("early") && rf.is_some());
 
     Ok(AnalysisResults {
         format: RESULTS_FORMAT,
@@ -566,6 +589,7 @@ pub fn analyze(
         early,
         failures,
         seconds: started.elapsed().as_secs_f64(),
+        experiment_seconds,
     })
 }
 

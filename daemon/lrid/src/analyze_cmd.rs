@@ -178,9 +178,18 @@ pub fn run(args: &AnalyzeArgs) -> Result<()> {
         .with_context(|| format!("cannot write the report into {}", out.display()))?;
     let rows = store_rows(&daemon, &results)?;
     print!("{}", lrid_report::report::summary_table(&results));
+    let parts: Vec<String> = results
+        .experiment_seconds
+        .iter()
+        .map(|(e, s)| format!("{e} {s:.0} s"))
+        .collect();
     println!(
-        "{} examples from {} runs; {rows} rows in the analyses table (analysis '{}'); {:.0} s",
-        results.corpus.examples, results.corpus.runs, results.name, results.seconds
+        "{} examples from {} runs; {rows} rows in the analyses table (analysis '{}'); {:.0} s ({})",
+        results.corpus.examples,
+        results.corpus.runs,
+        results.name,
+        results.seconds,
+        parts.join(", ")
     );
     println!("report: {}", out.join("index.html").display());
     Ok(())

@@ -1114,7 +1114,7 @@ fn settings_section(page: &mut Page, r: &AnalysisResults) {
          stratified cross-validation for model selection) and the seed of every split and fit.",
     );
     let s = &r.settings;
-    let rows = vec![
+    let mut rows = vec![
         vec!["setting".to_string(), "value".to_string()],
         vec!["analysis".into(), r.name.clone()],
         vec!["created".into(), r.created_at.clone()],
@@ -1139,8 +1139,13 @@ fn settings_section(page: &mut Page, r: &AnalysisResults) {
             if s.zscore { "yes" } else { "no" }.into(),
         ],
         vec!["wall time".into(), duration(r.seconds)],
-        vec!["results format".into(), r.format.to_string()],
     ];
+    rows.extend(
+        r.experiment_seconds
+            .iter()
+            .map(|(e, &secs)| vec![format!("wall time: {e}"), duration(secs)]),
+    );
+    rows.push(vec!["results format".into(), r.format.to_string()]);
     page.html.push_str(&table(&rows, "rowhead"));
     page.end_section();
 }
@@ -2882,6 +2887,9 @@ mod tests {
                 reason: "panicked: PCA components <n> exceed features".into(),
             }],
             seconds: 754.2,
+            experiment_seconds: [("main".to_string(), 600.0), ("noise".to_string(), 154.2)]
+                .into_iter()
+                .collect(),
         }
     }
 

@@ -40,6 +40,10 @@ pub struct AnalysisResults {
     pub failures: Vec<Failure>,
     /// Wall time of the whole analysis, seconds.
     pub seconds: f64,
+    /// Wall time of each experiment that ran, seconds, by name (`main` includes the
+    /// importances it collects from its fits; `importances` appears alone only without `main`).
+    #[serde(default)]
+    pub experiment_seconds: BTreeMap<String, f64>,
 }
 
 /// The settings an analysis ran with.
