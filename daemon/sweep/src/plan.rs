@@ -556,7 +556,7 @@ mod tests {
                 "information-alignment"
             ]
         );
-        assert_eq!(cells.len(), 2 * 4 * 2 * 2 * 2);
+        assert_eq!(cells.len(), 2 * 4 * 2 * 3 * 3);
         assert_eq!(
             cells[0].id("demo"),
             "demo/resnet18-v1/shapes/sgdm/b32/mu/du"
