@@ -183,13 +183,14 @@ pub fn run(args: &AnalyzeArgs) -> Result<()> {
         .iter()
         .map(|(e, s)| format!("{e} {s:.0} s"))
         .collect();
+    let parts = if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", parts.join(", "))
+    };
     println!(
-        "{} examples from {} runs; {rows} rows in the analyses table (analysis '{}'); {:.0} s ({})",
-        results.corpus.examples,
-        results.corpus.runs,
-        results.name,
-        results.seconds,
-        parts.join(", ")
+        "{} examples from {} runs; {rows} rows in the analyses table (analysis '{}'); {:.0} s{parts}",
+        results.corpus.examples, results.corpus.runs, results.name, results.seconds,
     );
     println!("report: {}", out.join("index.html").display());
     Ok(())
