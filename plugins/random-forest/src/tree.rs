@@ -270,8 +270,7 @@ impl<'a> Scan<'a> {
         let l = self.left[c];
         if self.criterion == Criterion::Gini {
             let (lf, rf, wf) = (f64::from(l), f64::from(self.total[c] - l), f64::from(w));
-            self.sl += (2.0 * lf + wf) * wf;
-            self.sr -= (2.0 * rf - wf) * wf;
+            gini_move(&mut self.sl, &mut self.sr, lf, rf, wf);
         }
         self.left[c] = l + w;
         self.wl += u64::from(w);
@@ -284,7 +283,7 @@ impl<'a> Scan<'a> {
     fn proxy(&self) -> f64 {
         let wr = self.total_w - self.wl;
         match self.criterion {
-            Criterion::Gini => self.sl / self.wl as f64 + self.sr / wr as f64,
+            Criterion::Gini => gini_proxy(self.sl, self.sr, self.wl as f64, wr as f64),
             Criterion::Entropy => {
                 // -(wl·H_left + wr·H_right) in nats.
                 let x = self.xlogx;
@@ -296,6 +295,20 @@ impl<'a> Scan<'a> {
             }
         }
     }
+}
+
+/// Gini: moves weight `w` of a class with weight `l` on the left and `r` on the right to the
+/// left, updating Σ left count² (`sl`) and Σ right count² (`sr`). Whole numbers, exact in `f64`.
+#[inline(always)]
+fn gini_move(sl: &mut f64, sr: &mut f64, l: f64, r: f64, w: f64) {
+    *sl += (2.0 * l + w) * w;
+    *sr -= (2.0 * r - w) * w;
+}
+
+/// Gini: scikit-learn's proxy of a split with Σ count² `sl`, `sr` and weights `wl`, `wr`.
+#[inline(always)]
+fn gini_proxy(sl: f64, sr: f64, wl: f64, wr: f64) -> f64 {
+    sl / wl + sr / wr
 }
 
 impl Criterion {
@@ -789,7 +802,7 @@ fn exact_scan_with<R: Rank, K: SortKey>(
 }
 
 /// [`exact_scan`]'s loop for Gini, the forest's hot path: the best `(proxy, i)` of the splits
-/// after sorted key `i`. The arithmetic is [`Scan`]'s, operation for operation, so the chosen
+/// after sorted key `i`. The arithmetic is [`Scan`]'s ([`gini_move`], [`gini_proxy`]), so the chosen
 /// split is the same; counts are kept in `f64` (whole numbers, exact), which spares the loop the
 /// integer conversions and the per-sample criterion test.
 fn gini_scan<K: SortKey>(
@@ -812,14 +825,13 @@ fn gini_scan<K: SortKey>(
         let c = s.class as usize;
         let (lf, wf) = (left[c], f64::from(s.weight));
         let rf = f64::from(counts[c]) - lf;
-        sl += (2.0 * lf + wf) * wf;
-        sr -= (2.0 * rf - wf) * wf;
+        gini_move(&mut sl, &mut sr, lf, rf, wf);
         left[c] = lf + wf;
         wl += wf;
         if keys[i + 1].rank() == keys[i].rank() || i + 1 < msl || n - i - 1 < msl {
             continue;
         }
-        let proxy = sl / wl + sr / (total_wf - wl);
+        let proxy = gini_proxy(sl, sr, wl, total_wf - wl);
         if proxy > best {
             (best, at) = (proxy, i);
         }
